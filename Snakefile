@@ -1,0 +1,43 @@
+# nsdbench: deep vision models vs. the human visual cortex (Conwell et al., 5.17 billion fits).
+# Run the embedded demo:  snakemake --cores 2 --configfile config/demo.yaml
+# Run on a cluster:       snakemake --profile profiles/slurm
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+# The tested package lives in src/; the rules' helpers import it from this checkout.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from nsdbench.config import ConfigError, validate_config  # noqa: E402
+
+
+configfile: "config/config.yaml"
+
+
+try:
+    VALID = validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
+except ConfigError as error:
+    raise WorkflowError(str(error))
+config.clear()
+config.update(VALID)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/brain.smk"
+include: "workflow/rules/layers.smk"
+include: "workflow/rules/extract.smk"
+include: "workflow/rules/fit.smk"
+include: "workflow/rules/aggregate.smk"
+
+
+rule all:
+    input:
+        "results/tables/scores.parquet",
+        "results/brain/voxels.parquet",
+        "results/figures/best_scores.png",
+        "results/figures/best_scores.svg",

@@ -1,0 +1,407 @@
+"""Brain responses per subject and ROI, prepared as in the paper (appendix A.1).
+
+Standard NSD practice (``docs/nsd-layout.md`` section 2): z-score every voxel within each
+session across that session's trials, then average an image's repetitions. Voxels are kept
+when their split-half reliability (mean of the three pairwise Pearson r between repetition
+response profiles, over the subject's own reliability images) reaches a threshold, or,
+alternatively, when the released ncsnr does.
+
+Image sets per subject:
+- train: the shared images (NSD shared1000), in sorted nsd id order;
+- test: ``n_test`` of the subject's own images (seeded);
+- reliability: ``n_reliability`` further own images, disjoint from test, used only to select
+  voxels.
+Only images whose three repetitions all lie in the sessions on disk are eligible.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+import warnings
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from nsdbench.nsd import MAX_REPETITIONS, NsdError, NsdTree, RoiSpec
+
+MIN_KEPT_VOXELS = 10
+SELECTIONS = ("reliability", "ncsnr")
+VOXEL_TABLE_COLUMNS = ["subject", "roi", "x", "y", "z", "reliability", "ncsnr", "kept"]
+# Images per batch when copying stimuli: bounds memory at about 35 MB for 425x425 images.
+STIMULI_BATCH = 64
+
+
+@dataclass
+class ResponseSet:
+    """Per-ROI responses (images x kept voxels, float32) of one subject, as stored on disk."""
+
+    subject: int
+    train_nsd_ids: np.ndarray
+    test_nsd_ids: np.ndarray
+    train: dict[str, np.ndarray]
+    test: dict[str, np.ndarray]
+
+    @property
+    def rois(self) -> list[str]:
+        return list(self.train)
+
+    def kept_counts(self) -> dict[str, int]:
+        return {roi: int(values.shape[1]) for roi, values in self.train.items()}
+
+
+@dataclass
+class SubjectResponses(ResponseSet):
+    """A :class:`ResponseSet` plus what built it: the voxel table and the reliability images.
+
+    ``voxels`` has one row per ROI voxel (argwhere order within each ROI); the rows with
+    ``kept`` True are, in order, the columns of ``train[roi]`` and ``test[roi]``.
+    """
+
+    reliability_nsd_ids: np.ndarray
+    voxels: pd.DataFrame
+
+
+@dataclass
+class StimulusSet:
+    """Stimuli read back from a store; ``images`` is the lazy zarr array (n, H, W, 3) uint8."""
+
+    nsd_ids: np.ndarray
+    images: zarr.Array
+
+
+@dataclass
+class _ImageSets:
+    train: np.ndarray
+    test: np.ndarray
+    reliability: np.ndarray
+
+
+# --------------------------------------------------------------------------- numerics
+def zscore_session(betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Z-score each voxel (column) across the session's trials, ddof=0.
+
+    Returns the float32 z-scores and a boolean per voxel telling whether it had data. A voxel
+    that is all zero (outside the brain mask or the field of view in this session) or constant
+    has no usable data: its column is NaN.
+    """
+    betas = np.asarray(betas, dtype=np.float64)
+    has_data = np.any(betas != 0, axis=0)
+    std = betas.std(axis=0)
+    valid = has_data & (std > 0)
+    safe_std = np.where(valid, std, 1.0)
+    zscored = (betas - betas.mean(axis=0)) / safe_std
+    zscored[:, ~valid] = np.nan
+    return zscored.astype(np.float32), valid
+
+
+def columnwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson r between matching columns of two (n, v) arrays; NaN where a column is flat."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    a = a - a.mean(axis=0)
+    b = b - b.mean(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a * b).sum(axis=0) / np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0))
+
+
+def split_half_reliability(repetitions: np.ndarray) -> np.ndarray:
+    """Mean of the pairwise Pearson r between repetition profiles.
+
+    ``repetitions`` is (images, 3, voxels); the result is (voxels,), NaN for voxels with
+    missing or flat data.
+    """
+    pairs = combinations(range(repetitions.shape[1]), 2)
+    correlations = [columnwise_pearson(repetitions[:, i], repetitions[:, j]) for i, j in pairs]
+    return np.mean(correlations, axis=0)
+
+
+# ------------------------------------------------------------------------ image sets
+def trial_table(tree: NsdTree, subject: int, sessions: list[int]) -> pd.DataFrame:
+    """One row per trial on disk: session, row in the session file, global trial, nsd id, rep.
+
+    ``rep`` (0, 1, 2) is the chronological repetition index of the image among the trials on
+    disk; ``n_reps`` is how many of its trials are on disk.
+    """
+    design = tree.design
+    parts = []
+    for session in sessions:
+        n_trials = design.trials_in_session(session)
+        first = design.first_trial(session)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "session": session,
+                    "row": np.arange(n_trials),
+                    "trial": first + np.arange(n_trials),
+                }
+            )
+        )
+    trials = pd.concat(parts, ignore_index=True)
+    nsd_of_trial = design.subject_trials(subject, int(trials["trial"].max()) + 1)
+    trials["nsd_id"] = nsd_of_trial[trials["trial"].to_numpy()]
+    trials = trials.sort_values("trial", ignore_index=True)
+    trials["rep"] = trials.groupby("nsd_id").cumcount()
+    trials["n_reps"] = trials.groupby("nsd_id")["nsd_id"].transform("size")
+    return trials
+
+
+def choose_image_sets(
+    trials: pd.DataFrame,
+    shared_nsd_ids: np.ndarray,
+    *,
+    n_test: int,
+    n_reliability: int,
+    seed: int,
+) -> _ImageSets:
+    """Train = eligible shared images; test and reliability = disjoint random own images."""
+    eligible = np.unique(trials.loc[trials["n_reps"] == MAX_REPETITIONS, "nsd_id"])
+    is_shared = np.isin(eligible, shared_nsd_ids)
+    own = eligible[~is_shared]
+    if n_test + n_reliability > own.size:
+        raise ValueError(
+            f"n_test={n_test} + n_reliability={n_reliability} exceeds the {own.size} own images"
+            " with all 3 repetitions on disk"
+        )
+    shuffled = np.random.default_rng(seed).permutation(own)
+    return _ImageSets(
+        train=eligible[is_shared],
+        test=np.sort(shuffled[:n_test]),
+        reliability=np.sort(shuffled[n_test : n_test + n_reliability]),
+    )
+
+
+# ----------------------------------------------------------------------- the builder
+def build_subject_responses(
+    tree: NsdTree,
+    subject: int,
+    rois: list[RoiSpec],
+    *,
+    n_test: int,
+    n_reliability: int,
+    reliability_threshold: float = 0.1,
+    selection: str = "reliability",
+    ncsnr_threshold: float = 0.2,
+    seed: int = 0,
+    betas_format: str | None = None,
+) -> SubjectResponses:
+    """Per-session z-scored, repetition-averaged responses of reliable voxels per ROI.
+
+    ``betas_format`` (``"hdf5"`` or ``"nifti"``) defaults to the tree's own setting. ROIs with
+    fewer than ``MIN_KEPT_VOXELS`` kept voxels trigger a warning and are still returned; the
+    caller decides whether to skip them.
+    """
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection {selection!r}: expected one of {SELECTIONS}")
+    if not rois or len({roi.name for roi in rois}) != len(rois):
+        raise ValueError("rois must be a non-empty list with unique names")
+    sessions = tree.sessions(subject, betas_format)
+    trials = trial_table(tree, subject, sessions)
+    images = choose_image_sets(
+        trials,
+        tree.design.shared_nsd_ids(),
+        n_test=n_test,
+        n_reliability=n_reliability,
+        seed=seed,
+    )
+    masks = {roi.name: tree.roi_mask(subject, roi) for roi in rois}
+    union = np.logical_or.reduce(list(masks.values()))
+    repetitions, has_data = _read_repetitions(
+        tree, subject, sessions, trials, images, union, betas_format
+    )
+    union_xyz = np.argwhere(union)
+    reliability = split_half_reliability(repetitions[_rows(images, images.reliability)])
+    ncsnr = _ncsnr_at(tree, subject, union, required=selection == "ncsnr")
+    metric, threshold = (
+        (reliability, reliability_threshold)
+        if selection == "reliability"
+        else (ncsnr, ncsnr_threshold)
+    )
+    with np.errstate(invalid="ignore"):
+        kept = has_data & (metric >= threshold)
+    averages = repetitions.mean(axis=1)
+
+    voxel_tables, train, test = [], {}, {}
+    for name, mask in masks.items():
+        columns = _union_columns(union, mask)
+        roi_kept = columns[kept[columns]]
+        train[name] = averages[np.ix_(_rows(images, images.train), roi_kept)]
+        test[name] = averages[np.ix_(_rows(images, images.test), roi_kept)]
+        voxel_tables.append(
+            pd.DataFrame(
+                {
+                    "subject": subject,
+                    "roi": name,
+                    "x": union_xyz[columns, 0],
+                    "y": union_xyz[columns, 1],
+                    "z": union_xyz[columns, 2],
+                    "reliability": reliability[columns].astype(np.float32),
+                    "ncsnr": ncsnr[columns].astype(np.float32),
+                    "kept": kept[columns],
+                }
+            )
+        )
+        if roi_kept.size < MIN_KEPT_VOXELS:
+            warnings.warn(
+                f"subject {subject} ROI {name}: only {roi_kept.size} voxels pass {selection} "
+                f">= {threshold} (fewer than {MIN_KEPT_VOXELS})",
+                stacklevel=2,
+            )
+    voxels = pd.concat(voxel_tables, ignore_index=True)[VOXEL_TABLE_COLUMNS]
+    return SubjectResponses(
+        subject=subject,
+        train_nsd_ids=images.train,
+        test_nsd_ids=images.test,
+        train=train,
+        test=test,
+        reliability_nsd_ids=images.reliability,
+        voxels=voxels,
+    )
+
+
+def _needed_nsd_ids(images: _ImageSets) -> np.ndarray:
+    """Sorted union of the three image sets: the rows of the repetitions array."""
+    return np.unique(np.concatenate([images.train, images.test, images.reliability]))
+
+
+def _rows(images: _ImageSets, nsd_ids: np.ndarray) -> np.ndarray:
+    return np.searchsorted(_needed_nsd_ids(images), nsd_ids)
+
+
+def _union_columns(union: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Columns of the union's voxel list that belong to ``mask`` (argwhere order)."""
+    return np.flatnonzero(mask[union])
+
+
+def _read_repetitions(
+    tree: NsdTree,
+    subject: int,
+    sessions: list[int],
+    trials: pd.DataFrame,
+    images: _ImageSets,
+    union: np.ndarray,
+    betas_format: str | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Z-scored responses (needed images, 3, union voxels) and which voxels have data.
+
+    Memory stays proportional to the needed images, not to all trials: each session is read
+    (bounding box of the union only), z-scored, and its needed trials copied out.
+    """
+    needed = _needed_nsd_ids(images)
+    repetitions = np.full((needed.size, MAX_REPETITIONS, int(union.sum())), np.nan, np.float32)
+    has_data = np.ones(repetitions.shape[2], dtype=bool)
+    wanted = trials[np.isin(trials["nsd_id"], needed)]
+    for session in sessions:
+        betas = tree.read_session_betas(subject, session, union, betas_format)
+        zscored, session_has_data = zscore_session(betas)
+        # A voxel missing in any session is dropped: its averages would mix fewer trials.
+        has_data &= session_has_data
+        in_session = wanted[wanted["session"] == session]
+        image_rows = np.searchsorted(needed, in_session["nsd_id"].to_numpy())
+        repetitions[image_rows, in_session["rep"].to_numpy()] = zscored[in_session["row"]]
+    return repetitions, has_data
+
+
+def _ncsnr_at(tree: NsdTree, subject: int, mask: np.ndarray, *, required: bool) -> np.ndarray:
+    """ncsnr of the mask's voxels; NaN everywhere when the volume is absent and optional."""
+    volume = tree.read_ncsnr(subject)
+    path = tree.ncsnr_path(subject)
+    if volume is None:
+        if required:
+            raise NsdError(f"{path}: missing file; selection='ncsnr' needs it")
+        return np.full(int(mask.sum()), np.nan, dtype=np.float32)
+    if volume.shape != mask.shape:
+        raise NsdError(f"{path}: expected shape {mask.shape} like the ROIs, got {volume.shape}")
+    return volume[mask]
+
+
+# ----------------------------------------------------------------------------- stores
+def _write_atomically(path: str | Path, write_group) -> Path:
+    """Build the store under a temporary sibling name, then move it into place.
+
+    A job killed at any moment leaves either the old store or none, never a partial one that
+    looks finished.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        write_group(zarr.open_group(store=str(temporary), mode="w", zarr_format=3))
+        if path.exists():
+            stale = path.with_name(f".{path.name}.old-{uuid.uuid4().hex}")
+            os.replace(path, stale)
+            os.replace(temporary, path)
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            os.replace(temporary, path)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return path
+
+
+def write_response_store(path: str | Path, responses: ResponseSet) -> Path:
+    """Write train/test responses per ROI as a zarr v3 group (atomically)."""
+
+    def write(group: zarr.Group) -> None:
+        group.create_array("train_nsd_ids", data=np.asarray(responses.train_nsd_ids, np.int64))
+        group.create_array("test_nsd_ids", data=np.asarray(responses.test_nsd_ids, np.int64))
+        for split, by_roi in (("train", responses.train), ("test", responses.test)):
+            split_group = group.create_group(split)
+            for roi, values in by_roi.items():
+                split_group.create_array(roi, data=np.asarray(values, dtype=np.float32))
+        group.attrs.update(
+            {
+                "subject": int(responses.subject),
+                "rois": responses.rois,
+                "kept_counts": responses.kept_counts(),
+            }
+        )
+
+    return _write_atomically(path, write)
+
+
+def read_response_store(path: str | Path) -> ResponseSet:
+    """Read a store written by :func:`write_response_store`."""
+    group = zarr.open_group(store=str(path), mode="r")
+    rois = list(group.attrs["rois"])
+    return ResponseSet(
+        subject=int(group.attrs["subject"]),
+        train_nsd_ids=group["train_nsd_ids"][:],
+        test_nsd_ids=group["test_nsd_ids"][:],
+        train={roi: group[f"train/{roi}"][:] for roi in rois},
+        test={roi: group[f"test/{roi}"][:] for roi in rois},
+    )
+
+
+def write_stimuli_store(path: str | Path, tree: NsdTree, nsd_ids: np.ndarray) -> Path:
+    """Copy the stimuli of ``nsd_ids`` (in that order) into a zarr group, one chunk per image."""
+    nsd_ids = np.asarray(nsd_ids, dtype=np.int64).ravel()
+
+    def write(group: zarr.Group) -> None:
+        first = tree.read_stimuli(nsd_ids[:1])
+        height, width = first.shape[1:3]
+        images = group.create_array(
+            "images",
+            shape=(nsd_ids.size, height, width, 3),
+            chunks=(1, height, width, 3),
+            dtype=np.uint8,
+        )
+        for start in range(0, nsd_ids.size, STIMULI_BATCH):
+            batch = nsd_ids[start : start + STIMULI_BATCH]
+            images[start : start + batch.size] = tree.read_stimuli(batch)
+        group.create_array("nsd_ids", data=nsd_ids)
+
+    if nsd_ids.size == 0:
+        raise ValueError("nsd_ids is empty: a stimuli store needs at least one image")
+    return _write_atomically(path, write)
+
+
+def read_stimuli_store(path: str | Path) -> StimulusSet:
+    """Open a store written by :func:`write_stimuli_store`; images are read on slicing."""
+    group = zarr.open_group(store=str(path), mode="r")
+    return StimulusSet(nsd_ids=group["nsd_ids"][:], images=group["images"])

@@ -1,0 +1,71 @@
+"""Feature extraction: one forward pass over the probe images, one Zarr array per layer.
+
+Each layer is stored as (images x flattened features) float32, chunked as (batch, column block)
+so that extraction writes whole chunks per batch and the fit reads whole chunks per column
+block. No compressor: activations compress poorly and write speed matters (model-zoo.md).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+from tqdm import tqdm
+
+from nsdbench.layers import Capture, capture_outputs
+from nsdbench.models import LoadedModel
+from nsdbench.reduce import DEFAULT_READ_BLOCK
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def layer_store_path(directory: Path, layer: str) -> Path:
+    return Path(directory) / f"{layer}.zarr"
+
+
+def extract_features(
+    model: LoadedModel, images: np.ndarray, capture: Capture, out_dir: Path, *,
+    batch_size: int = 16, device: str = "auto", progress: bool = True,
+) -> None:
+    """Write every layer in ``capture`` for ``images`` (uint8, n x H x W x 3) under ``out_dir``.
+
+    Written into a temporary sibling directory and renamed when complete, so a killed job
+    leaves nothing that looks finished.
+    """
+    out_dir = Path(out_dir)
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    target = pick_device(device)
+    model.module.to(target)
+    arrays: dict[str, zarr.Array] = {}
+    n_images = images.shape[0]
+    batches = range(0, n_images, batch_size)
+    for start in tqdm(batches, desc=f"extract {model.name}", unit="batch", disable=not progress):
+        batch = model.preprocess(np.asarray(images[start:start + batch_size])).to(target)
+        outputs = capture_outputs(model, batch, capture)
+        for layer in capture.layers:
+            if layer not in outputs:
+                raise RuntimeError(f"model '{model.name}': layer '{layer}' produced no output")
+            values = outputs[layer].reshape(len(batch), -1).float().cpu().numpy()
+            if layer not in arrays:
+                arrays[layer] = zarr.create_array(
+                    layer_store_path(partial, layer), shape=(n_images, values.shape[1]),
+                    chunks=(batch_size, min(values.shape[1], DEFAULT_READ_BLOCK)),
+                    dtype="float32", compressors=None, fill_value=np.nan,
+                )
+            arrays[layer][start:start + len(batch)] = values
+    shutil.rmtree(out_dir, ignore_errors=True)
+    partial.rename(out_dir)
+
+
+def open_layer(directory: Path, layer: str) -> zarr.Array:
+    """The stored features of one layer, lazily."""
+    return zarr.open_array(layer_store_path(directory, layer), mode="r")

@@ -1,0 +1,114 @@
+"""Score one layer against every subject and ROI at once: cRSA, veRSA and voxel r.
+
+All voxels of all subjects and ROIs are the columns of one response matrix, so the layer's
+single eigendecomposition serves them all and the per-voxel work is one matrix product.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from nsdbench.brain import read_response_store
+from nsdbench.reduce import centred_gram_of, reduce_layer, srp_seed
+from nsdbench.ridge import DualRidge
+from nsdbench.rsa import compare_rdms, rdm
+
+log = logging.getLogger(__name__)
+
+METRICS = ("crsa", "versa", "voxel_r")
+MIN_VOXELS = 10
+
+
+@dataclass
+class BrainTargets:
+    """Train responses of every subject x ROI, stacked as columns, with their brain RDMs."""
+
+    responses: np.ndarray  # (n_images, total voxels) float32
+    columns: dict[tuple[str, str], slice]  # (subject, roi) -> columns of ``responses``
+    rdms: dict[tuple[str, str], np.ndarray]
+    nsd_ids: np.ndarray
+
+    @classmethod
+    def from_sets(cls, sets: dict[tuple[str, str], np.ndarray], nsd_ids: np.ndarray):
+        """``sets``: (subject, roi) -> (n_images, voxels) responses to the same images."""
+        columns, blocks, start = {}, [], 0
+        for key, values in sets.items():
+            columns[key] = slice(start, start + values.shape[1])
+            blocks.append(np.asarray(values, dtype=np.float32))
+            start += values.shape[1]
+        rdms = {key: rdm(values) for key, values in sets.items()}
+        return cls(np.concatenate(blocks, axis=1), columns, rdms, np.asarray(nsd_ids))
+
+    @classmethod
+    def load(cls, store_paths, train_nsd_ids: np.ndarray, min_voxels: int = MIN_VOXELS):
+        """Train responses of every subject's store, checked against the extracted images.
+
+        ROIs with fewer than ``min_voxels`` kept voxels are skipped with a warning.
+        """
+        sets = {}
+        for path in store_paths:
+            store = read_response_store(path)
+            if not np.array_equal(store.train_nsd_ids, train_nsd_ids):
+                raise ValueError(
+                    f"{path}: its train images (NSD ids) differ from the extracted stimuli; "
+                    "rerun the brain and stimuli rules on the same NSD tree"
+                )
+            for roi, values in store.train.items():
+                if values.shape[1] < min_voxels:
+                    log.warning(
+                        "%s: ROI %s has %d kept voxels (< %d); skipped in scoring",
+                        path, roi, values.shape[1], min_voxels,
+                    )
+                    continue
+                sets[(f"{store.subject:02d}", roi)] = values
+        return cls.from_sets(sets, train_nsd_ids)
+
+
+def score_layer(
+    features, targets: BrainTargets, *, alphas, srp_dim: int | None, seed: int, model: str,
+    layer: str,
+) -> pd.DataFrame:
+    """Scores of one layer: one row per subject x ROI x metric (split ``train``, LOO).
+
+    ``srp_dim=None`` (reduction: none) fits kernel ridge on all features; a layer no wider
+    than ``srp_dim`` is fitted on its own features too, since projecting it would only add noise.
+    """
+    if srp_dim and features.shape[1] <= srp_dim:
+        srp_dim = None
+    reduction = reduce_layer(
+        features, n_components=srp_dim, seed=srp_seed(seed, model, layer) if srp_dim else None
+    )
+    rows = []
+    usable = reduction.finite and not reduction.constant
+    if not usable:
+        problem = "NaN or inf values" if not reduction.finite else "only constant features"
+        log.warning("model %s layer %s has %s: its scores are NaN", model, layer, problem)
+    else:
+        gram = (
+            centred_gram_of(reduction.projection) if srp_dim else reduction.centred_gram
+        )
+        fit = DualRidge(gram).loo_fit(targets.responses, alphas)
+    for (subject, roi), columns in targets.columns.items():
+        brain_rdm = targets.rdms[(subject, roi)]
+        if usable:
+            predicted = fit.predictions[:, columns]
+            scores = {
+                "crsa": compare_rdms(reduction.rdm, brain_rdm),
+                "versa": compare_rdms(rdm(predicted), brain_rdm),
+                "voxel_r": float(np.nanmean(fit.voxel_r[columns])),
+            }
+            alpha = float(np.median(fit.alpha[columns]))
+        else:
+            scores = dict.fromkeys(METRICS, float("nan"))
+            alpha = float(np.atleast_1d(alphas)[0])
+        for metric, score in scores.items():
+            rows.append({
+                "subject": subject, "roi": roi, "metric": metric, "split": "train",
+                "score": score, "n_voxels": columns.stop - columns.start,
+                "n_images": targets.responses.shape[0], "srp_dim": srp_dim or 0, "alpha": alpha,
+            })
+    return pd.DataFrame(rows)

@@ -1,0 +1,412 @@
+"""Reader for a Natural Scenes Dataset tree as released (func1pt8mm volume space).
+
+The layout, dtypes and axis orders follow ``docs/nsd-layout.md``. Everything here reads the
+real files; the fake tree in :mod:`nsdbench.demo.nsd_tree` uses the same layout, so the demo
+exercises exactly this code.
+
+Conventions:
+- NSD files are 1-based (``nsd_expdesign.mat``, trial ids in the CSV); everything this module
+  returns as an "nsd id" is 0-based (the ``imgBrick`` row, the CSV ``nsdId``).
+- Volumes are indexed in NIfTI space ``(X, Y, Z)``. Voxel lists follow ``np.argwhere(mask)``
+  order (C order over x, y, z).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import scipy.io
+
+# Betas are stored as percent signal change multiplied by this factor, as int16.
+BETA_SCALE = 300.0
+BETA_FORMATS = {"hdf5": "hdf5", "nifti": "nii.gz"}
+SESSION_FILE_PATTERN = re.compile(r"^betas_session(\d{2})\.(hdf5|nii\.gz)$")
+N_DESIGN_SUBJECTS = 8
+MAX_REPETITIONS = 3
+BETAS_SUBDIR = "func1pt8mm/betas_fithrf_GLMdenoise_RR"
+
+
+class NsdError(ValueError):
+    """An NSD file is missing or does not hold what the layout promises."""
+
+
+@dataclass
+class RoiSpec:
+    """A named region: the union of ``labels`` of one ROI volume ``file`` (e.g. prf-visualrois).
+
+    ``file`` is the volume name without extension (``prf-visualrois``), optionally with a
+    hemisphere prefix (``lh.floc-faces``); the label table is shared by both hemispheres.
+    """
+
+    name: str
+    file: str
+    labels: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NsdDesign:
+    """The experimental design, with the raw 1-based values of ``nsd_expdesign.mat``.
+
+    ``masterordering`` (T,) holds the 10k index (1..K) of every trial; ``subjectim`` (8, K)
+    the 73k id (1..73000) of each 10k index per subject; ``sharedix`` (S,) the sorted 73k ids
+    of the shared images; ``basiccnt`` (3, n_sessions) counts, per session, the images shown
+    once, twice and three times in that session.
+    """
+
+    masterordering: np.ndarray
+    subjectim: np.ndarray
+    sharedix: np.ndarray
+    basiccnt: np.ndarray
+
+    @property
+    def n_shared(self) -> int:
+        return int(self.sharedix.size)
+
+    @property
+    def n_sessions(self) -> int:
+        return int(self.basiccnt.shape[1])
+
+    def shared_nsd_ids(self) -> np.ndarray:
+        """Sorted 0-based nsd ids of the shared images."""
+        return self.sharedix - 1
+
+    def trials_in_session(self, session: int) -> int:
+        """Number of stimulus trials the design puts in ``session`` (1-based)."""
+        self._check_session(session)
+        times_shown = np.arange(1, MAX_REPETITIONS + 1)
+        return int(times_shown @ self.basiccnt[:, session - 1])
+
+    def first_trial(self, session: int) -> int:
+        """0-based global trial index of the first trial of ``session``."""
+        self._check_session(session)
+        return sum(self.trials_in_session(s) for s in range(1, session))
+
+    def subject_trials(self, subject: int, n_trials: int) -> np.ndarray:
+        """0-based nsd id shown on each global trial ``t < n_trials`` to ``subject`` (1..8)."""
+        _check_subject(subject)
+        if not 0 <= n_trials <= self.masterordering.size:
+            raise ValueError(
+                f"n_trials={n_trials}: the design has {self.masterordering.size} trials"
+            )
+        img10k = self.masterordering[:n_trials]
+        return self.subjectim[subject - 1, img10k - 1] - 1
+
+    def _check_session(self, session: int) -> None:
+        if not 1 <= session <= self.n_sessions:
+            raise ValueError(f"session {session}: the design has sessions 1..{self.n_sessions}")
+
+
+def _check_subject(subject: int) -> None:
+    if not 1 <= subject <= N_DESIGN_SUBJECTS:
+        raise ValueError(f"subject {subject}: NSD subjects are 1..{N_DESIGN_SUBJECTS}")
+
+
+def _require_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise NsdError(f"{path}: missing file; expected {what}")
+    return path
+
+
+def _mask_bounding_box(mask_xyz: np.ndarray) -> tuple[slice, slice, slice]:
+    """Slices (x, y, z) of the smallest box holding every True voxel of a non-empty mask."""
+    corners = np.argwhere(mask_xyz)
+    low, high = corners.min(axis=0), corners.max(axis=0) + 1
+    return tuple(slice(int(lo), int(hi)) for lo, hi in zip(low, high, strict=True))
+
+
+class NsdTree:
+    """Paths into an NSD root (a mirror of ``s3://natural-scenes-dataset``) and readers.
+
+    ``betas_format`` picks the betas files read by :meth:`sessions` and
+    :meth:`read_session_betas`: ``"hdf5"`` (default) or ``"nifti"``.
+    """
+
+    def __init__(self, root: str | Path, betas_format: str = "hdf5"):
+        self.root = Path(root)
+        self.betas_format = _check_format(betas_format)
+
+    def __repr__(self) -> str:
+        return f"NsdTree({str(self.root)!r}, betas_format={self.betas_format!r})"
+
+    # ----------------------------------------------------------------- paths
+    @property
+    def expdesign_path(self) -> Path:
+        return self.root / "nsddata/experiments/nsd/nsd_expdesign.mat"
+
+    @property
+    def stim_info_path(self) -> Path:
+        return self.root / "nsddata/experiments/nsd/nsd_stim_info_merged.csv"
+
+    @property
+    def stimuli_path(self) -> Path:
+        return self.root / "nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5"
+
+    def betas_dir(self, subject: int) -> Path:
+        _check_subject(subject)
+        return self.root / f"nsddata_betas/ppdata/subj{subject:02d}" / BETAS_SUBDIR
+
+    def betas_path(self, subject: int, session: int, betas_format: str | None = None) -> Path:
+        extension = BETA_FORMATS[_check_format(betas_format or self.betas_format)]
+        return self.betas_dir(subject) / f"betas_session{session:02d}.{extension}"
+
+    def ncsnr_path(self, subject: int) -> Path:
+        return self.betas_dir(subject) / "ncsnr.nii.gz"
+
+    def roi_path(self, subject: int, file_name: str) -> Path:
+        _check_subject(subject)
+        return self.root / f"nsddata/ppdata/subj{subject:02d}/func1pt8mm/roi/{file_name}.nii.gz"
+
+    def label_table_path(self, subject: int, file_name: str) -> Path:
+        _check_subject(subject)
+        # lh./rh. volumes share the label table of the bilateral file.
+        atlas = re.sub(r"^(lh|rh)\.", "", file_name)
+        return self.root / f"nsddata/freesurfer/subj{subject:02d}/label/{atlas}.mgz.ctab"
+
+    # ---------------------------------------------------------------- design
+    def read_design(self) -> NsdDesign:
+        """Read ``nsd_expdesign.mat``, checking the fields this package relies on."""
+        path = _require_file(self.expdesign_path, "the NSD design (MATLAB .mat)")
+        try:
+            mat = scipy.io.loadmat(path)
+        except (ValueError, OSError) as error:
+            raise NsdError(f"{path}: not a readable MATLAB file ({error})") from error
+        fields = {
+            name: _design_field(mat, name, path)
+            for name in ("masterordering", "subjectim", "sharedix", "basiccnt")
+        }
+        design = NsdDesign(
+            masterordering=fields["masterordering"].ravel(),
+            subjectim=fields["subjectim"],
+            sharedix=fields["sharedix"].ravel(),
+            basiccnt=fields["basiccnt"],
+        )
+        _validate_design(design, path)
+        return design
+
+    @cached_property
+    def design(self) -> NsdDesign:
+        """The design, read once per tree."""
+        return self.read_design()
+
+    # ----------------------------------------------------------------- betas
+    def sessions(self, subject: int, betas_format: str | None = None) -> list[int]:
+        """Sorted 1-based session numbers with a betas file in the chosen format."""
+        directory = self.betas_dir(subject)
+        if not directory.is_dir():
+            raise NsdError(f"{directory}: missing directory; expected betas_sessionNN files")
+        extension = BETA_FORMATS[_check_format(betas_format or self.betas_format)]
+        found = []
+        for path in directory.iterdir():
+            match = SESSION_FILE_PATTERN.match(path.name)
+            if match and match.group(2) == extension:
+                found.append(int(match.group(1)))
+        if not found:
+            raise NsdError(f"{directory}: expected betas_sessionNN.{extension} files, found none")
+        return sorted(found)
+
+    def read_session_betas(
+        self,
+        subject: int,
+        session: int,
+        mask_xyz: np.ndarray,
+        betas_format: str | None = None,
+    ) -> np.ndarray:
+        """Betas (% signal change, float32) of one session, shape (trials, voxels of mask).
+
+        Only the mask's bounding box is read from disk. The trial count comes from the file
+        and must agree with the design.
+        """
+        betas_format = _check_format(betas_format or self.betas_format)
+        path = _require_file(
+            self.betas_path(subject, session, betas_format),
+            f"betas of session {session}",
+        )
+        mask_xyz = np.asarray(mask_xyz, dtype=bool)
+        if betas_format == "hdf5":
+            raw = _read_hdf5_betas(path, mask_xyz)
+        else:
+            raw = _read_nifti_betas(path, mask_xyz)
+        expected = self.design.trials_in_session(session)
+        if raw.shape[0] != expected:
+            raise NsdError(
+                f"{path}: holds {raw.shape[0]} trials but the design "
+                f"({self.expdesign_path.name}) expects {expected} in session {session}"
+            )
+        return raw.astype(np.float32) / np.float32(BETA_SCALE)
+
+    def read_ncsnr(self, subject: int) -> np.ndarray | None:
+        """The noise-ceiling SNR volume (X, Y, Z) float32, or None when the file is absent."""
+        path = self.ncsnr_path(subject)
+        if not path.is_file():
+            return None
+        volume = np.asarray(_load_nifti(path).dataobj, dtype=np.float32)
+        if volume.ndim != 3:
+            raise NsdError(f"{path}: expected a 3-D (X, Y, Z) volume, got shape {volume.shape}")
+        return volume
+
+    # ------------------------------------------------------------------ ROIs
+    def read_roi_volume(self, subject: int, file_name: str) -> np.ndarray:
+        """ROI volume (X, Y, Z) int32: -1 outside cortex, 0 unlabelled cortex, 1..N labels."""
+        path = _require_file(self.roi_path(subject, file_name), "an integer ROI volume (X, Y, Z)")
+        volume = np.asarray(_load_nifti(path).dataobj)
+        if volume.ndim != 3:
+            raise NsdError(f"{path}: expected a 3-D (X, Y, Z) volume, got shape {volume.shape}")
+        if not np.all(np.isfinite(volume)) or not np.all(volume == np.round(volume)):
+            raise NsdError(f"{path}: expected integer labels (-1, 0, 1..N)")
+        volume = volume.astype(np.int32)
+        if volume.min(initial=0) < -1:
+            raise NsdError(f"{path}: expected labels >= -1, found {volume.min()}")
+        return volume
+
+    def read_label_table(self, subject: int, file_name: str) -> dict[str, int]:
+        """Label names to ids (1..N) from ``{file}.mgz.ctab``; row 0 (``Unknown``) is dropped."""
+        path = _require_file(
+            self.label_table_path(subject, file_name),
+            "a label table ('<id> <name>' lines)",
+        )
+        rows = [line.split()[:2] for line in path.read_text().splitlines() if line.strip()]
+        try:
+            ids = [int(row[0]) for row in rows]
+            names = [row[1] for row in rows]
+        except (ValueError, IndexError) as error:
+            raise NsdError(f"{path}: expected '<int> <name>' on every line") from error
+        if ids != list(range(len(ids))):
+            raise NsdError(f"{path}: expected consecutive ids 0..N starting with 0 Unknown")
+        return dict(zip(names[1:], ids[1:], strict=True))
+
+    def roi_mask(self, subject: int, roi: RoiSpec) -> np.ndarray:
+        """Boolean (X, Y, Z) mask: the union of the ROI's labels in its volume."""
+        table = self.read_label_table(subject, roi.file)
+        missing = [label for label in roi.labels if label not in table]
+        if missing or not roi.labels:
+            raise NsdError(
+                f"{self.label_table_path(subject, roi.file)}: ROI {roi.name!r} asks for "
+                f"labels {missing or roi.labels}; the table has {sorted(table)}"
+            )
+        volume = self.read_roi_volume(subject, roi.file)
+        return np.isin(volume, [table[label] for label in roi.labels])
+
+    # --------------------------------------------------------------- stimuli
+    def read_stim_info(self) -> pd.DataFrame:
+        """``nsd_stim_info_merged.csv``, indexed by its unnamed 0-based first column."""
+        path = _require_file(self.stim_info_path, "the merged stimulus info CSV")
+        info = pd.read_csv(path, index_col=0)
+        required = {"cocoId", "nsdId", "shared1000"}
+        if not required <= set(info.columns):
+            raise NsdError(f"{path}: expected columns {sorted(required)}, missing some")
+        return info
+
+    def read_stimuli(self, nsd_ids: np.ndarray) -> np.ndarray:
+        """Images (n, H, W, 3) uint8 for 0-based nsd ids, in the order given."""
+        nsd_ids = np.asarray(nsd_ids, dtype=np.int64).ravel()
+        path = _require_file(self.stimuli_path, "an hdf5 file with dataset 'imgBrick'")
+        with h5py.File(path, "r") as handle:
+            bricks = _image_brick(handle, path)
+            if nsd_ids.size and (nsd_ids.min() < 0 or nsd_ids.max() >= bricks.shape[0]):
+                raise NsdError(f"{path}: nsd ids must lie in 0..{bricks.shape[0] - 1}")
+            # h5py fancy indexing needs increasing unique indices; reorder afterwards.
+            unique_ids, order = np.unique(nsd_ids, return_inverse=True)
+            if unique_ids.size == 0:
+                return np.zeros((0, *bricks.shape[1:]), dtype=np.uint8)
+            return bricks[unique_ids.tolist()][order]
+
+
+def _check_format(betas_format: str) -> str:
+    if betas_format not in BETA_FORMATS:
+        raise ValueError(f"betas_format {betas_format!r}: expected one of {sorted(BETA_FORMATS)}")
+    return betas_format
+
+
+def _design_field(mat: dict, name: str, path: Path) -> np.ndarray:
+    if name not in mat:
+        raise NsdError(f"{path}: missing field {name!r}")
+    values = np.asarray(mat[name])
+    if not np.issubdtype(values.dtype, np.number) or not np.all(values == np.round(values)):
+        raise NsdError(f"{path}: field {name!r} must hold integers")
+    return values.astype(np.int64)
+
+
+def _validate_design(design: NsdDesign, path: Path) -> None:
+    """Check the invariants the trial mapping depends on (section 1 of the layout notes)."""
+    subjectim, n_shared = design.subjectim, design.n_shared
+    if subjectim.ndim != 2 or subjectim.shape[0] != N_DESIGN_SUBJECTS:
+        raise NsdError(f"{path}: subjectim must be (8, K), got {subjectim.shape}")
+    if design.basiccnt.ndim != 2 or design.basiccnt.shape[0] != MAX_REPETITIONS:
+        raise NsdError(f"{path}: basiccnt must be (3, n_sessions), got {design.basiccnt.shape}")
+    order = design.masterordering
+    if order.size and (order.min() < 1 or order.max() > subjectim.shape[1]):
+        raise NsdError(f"{path}: masterordering must hold 10k indices 1..{subjectim.shape[1]}")
+    if not np.all(subjectim[:, :n_shared] == design.sharedix):
+        raise NsdError(f"{path}: subjectim[:, :S] must equal sharedix for every subject")
+    n_design_trials = int(design.basiccnt.sum(axis=1) @ np.arange(1, MAX_REPETITIONS + 1))
+    if n_design_trials > order.size:
+        raise NsdError(
+            f"{path}: basiccnt counts {n_design_trials} trials, masterordering has {order.size}"
+        )
+
+
+def _load_nifti(path: Path) -> nib.Nifti1Image:
+    try:
+        return nib.load(path)
+    except Exception as error:  # nibabel raises several unrelated types for a bad file
+        raise NsdError(f"{path}: not a readable NIfTI file ({error})") from error
+
+
+def _read_hdf5_betas(path: Path, mask_xyz: np.ndarray) -> np.ndarray:
+    """int16 betas of the masked voxels; the file holds (T, Z, Y, X)."""
+    with h5py.File(path, "r") as handle:
+        if "betas" not in handle:
+            raise NsdError(f"{path}: missing dataset 'betas'")
+        betas = handle["betas"]
+        expected_shape = mask_xyz.shape[::-1]
+        if betas.ndim != 4 or betas.shape[1:] != expected_shape or betas.dtype != np.int16:
+            raise NsdError(
+                f"{path}: expected int16 betas of shape (T, {', '.join(map(str, expected_shape))})"
+                f", got {betas.dtype} {betas.shape}"
+            )
+        if not mask_xyz.any():
+            return np.zeros((betas.shape[0], 0), dtype=np.int16)
+        xs, ys, zs = _mask_bounding_box(mask_xyz)
+        box_tzyx = betas[:, zs, ys, xs]
+    box_txyz = box_tzyx.transpose(0, 3, 2, 1)
+    return box_txyz[:, mask_xyz[xs, ys, zs]]
+
+
+def _read_nifti_betas(path: Path, mask_xyz: np.ndarray) -> np.ndarray:
+    """int16 betas of the masked voxels; the file holds (X, Y, Z, T) without scaling."""
+    image = _load_nifti(path)
+    shape, dtype = image.shape, image.get_data_dtype()
+    if len(shape) != 4 or shape[:3] != mask_xyz.shape or dtype != np.int16:
+        raise NsdError(
+            f"{path}: expected int16 betas of shape ({', '.join(map(str, mask_xyz.shape))}, T)"
+            f", got {dtype} {shape}"
+        )
+    # nibabel moves scl_slope/scl_inter from the header into the array proxy on load (and
+    # reports unset scaling as 1 and 0), so the proxy is where the file's scaling shows.
+    slope = float(getattr(image.dataobj, "slope", 1.0))
+    intercept = float(getattr(image.dataobj, "inter", 0.0))
+    if slope != 1.0 or intercept != 0.0:
+        raise NsdError(f"{path}: expected no header scaling, got slope {slope}, inter {intercept}")
+    if not mask_xyz.any():
+        return np.zeros((shape[3], 0), dtype=np.int16)
+    xs, ys, zs = _mask_bounding_box(mask_xyz)
+    box_xyzt = np.asarray(image.dataobj[xs, ys, zs, :])
+    return box_xyzt[mask_xyz[xs, ys, zs]].T
+
+
+def _image_brick(handle: h5py.File, path: Path) -> h5py.Dataset:
+    if "imgBrick" not in handle:
+        raise NsdError(f"{path}: missing dataset 'imgBrick'")
+    bricks = handle["imgBrick"]
+    if bricks.ndim != 4 or bricks.shape[3] != 3 or bricks.dtype != np.uint8:
+        raise NsdError(
+            f"{path}: expected 'imgBrick' uint8 (N, H, W, 3), got {bricks.dtype} {bricks.shape}"
+        )
+    return bricks

@@ -1,0 +1,97 @@
+"""Dual-form ridge regression with closed-form leave-one-out (GCV) predictions.
+
+Semantics are sklearn ``Ridge(alpha, fit_intercept=True)``: an unpenalised intercept and an
+L2 penalty on the weights. Everything the ridge needs is the Gram matrix of the *feature-centred*
+inputs, Kc = Xc Xc^T (n x n). One float64 eigendecomposition of Kc is shared by every voxel of
+every subject and ROI of a layer; per voxel the work is one float32 matrix product.
+
+Leave-one-out: the fit is a linear smoother y_hat = H y with
+    H = 11^T/n + U diag(s / (s + alpha)) U^T          (s, U: eigenpairs of Kc)
+and for such smoothers the LOO residual is exactly (y - H y)_i / (1 - H_ii). With M = I - H this
+is e = (M y) / diag(M), and the LOO prediction is y - e. The constant vector is a null vector of
+Kc, so it contributes nothing to the sum whichever null-space basis eigh returns.
+(compute-notes.md: centre before the float32 Gram and do the n x n work in float64.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nsdbench.rsa import pearson_columns
+
+
+@dataclass(frozen=True)
+class LooFit:
+    """Leave-one-out predictions and scores for every voxel (column of the responses)."""
+
+    predictions: np.ndarray  # (n, v), float32 unless asked otherwise
+    voxel_r: np.ndarray  # (v,) float64, Pearson r of LOO prediction vs response
+    alpha: np.ndarray  # (v,) the penalty each voxel used
+
+
+class DualRidge:
+    """Ridge on a centred Gram matrix; ``eigh`` once, then LOO for any responses and penalties."""
+
+    def __init__(self, centred_gram: np.ndarray):
+        gram = np.asarray(centred_gram, dtype=np.float64)
+        if gram.ndim != 2 or gram.shape[0] != gram.shape[1]:
+            raise ValueError(f"centred Gram must be square, got shape {gram.shape}")
+        gram = 0.5 * (gram + gram.T)
+        eigenvalues, eigenvectors = np.linalg.eigh(gram)
+        # Tiny negative eigenvalues are rounding error of a positive semi-definite matrix.
+        self.eigenvalues = np.clip(eigenvalues, 0.0, None)
+        self.eigenvectors = eigenvectors
+        self.n = gram.shape[0]
+
+    def residual_operator(self, alpha: float) -> np.ndarray:
+        """M = I - H for penalty ``alpha`` (float64, n x n)."""
+        shrink = self.eigenvalues / (self.eigenvalues + alpha)
+        hat = (self.eigenvectors * shrink) @ self.eigenvectors.T + 1.0 / self.n
+        return np.eye(self.n) - hat
+
+    def loo_predictions(self, responses: np.ndarray, alpha: float, dtype=np.float32) -> np.ndarray:
+        """Leave-one-out predictions (n, v): one matrix product for all voxels, in ``dtype``.
+
+        float32 is the fast path (max error ~1e-5 of the response sd, compute-notes.md);
+        float64 reproduces brute-force refits to rounding error.
+        """
+        operator = self.residual_operator(alpha)
+        leverage_complement = np.diag(operator).astype(dtype)
+        y = np.asarray(responses, dtype=dtype)
+        residuals = operator.astype(dtype) @ y
+        residuals /= leverage_complement[:, None]
+        return y - residuals
+
+    def loo_fit(self, responses: np.ndarray, alphas, dtype=np.float32) -> LooFit:
+        """LOO predictions with, per voxel, the penalty (from ``alphas``) of highest LOO r."""
+        alphas = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
+        best = None
+        for alpha in alphas:
+            predictions = self.loo_predictions(responses, alpha, dtype)
+            r = pearson_columns(predictions, responses)
+            if best is None:
+                best = LooFit(predictions, r, np.full(r.shape, alpha))
+                continue
+            # NaN r (constant voxel) never wins, so the first penalty stays for those voxels.
+            better = r > np.where(np.isnan(best.voxel_r), -np.inf, best.voxel_r)
+            if np.any(better):
+                best.predictions[:, better] = predictions[:, better]
+                best.voxel_r[better] = r[better]
+                best.alpha[better] = alpha
+        return best
+
+
+def fit_predict(
+    train_features: np.ndarray, train_responses: np.ndarray, test_features: np.ndarray, alpha: float
+) -> np.ndarray:
+    """Fit on train, predict test, in the dual form (sklearn Ridge semantics), float64."""
+    x = np.asarray(train_features, dtype=np.float64)
+    y = np.asarray(train_responses, dtype=np.float64)
+    x_mean = x.mean(axis=0)
+    y_mean = y.mean(axis=0)
+    xc = x - x_mean
+    dual = np.linalg.solve(xc @ xc.T + alpha * np.eye(x.shape[0]), y - y_mean)
+    test = np.asarray(test_features, dtype=np.float64) - x_mean
+    return (test @ xc.T) @ dual + y_mean

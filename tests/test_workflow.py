@@ -1,0 +1,102 @@
+"""The workflow end to end on the tiny demo: dry run, lint, config errors, the planted truth."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nsdbench.demo.recovery import planted_recovery
+from nsdbench.tables import SCORE_COLUMNS, read_provenance
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "configs" / "tiny.yaml"
+
+
+def snakemake(*args, cwd=ROOT, check=True):
+    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), *args]
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def test_dry_run_lists_jobs_and_stats(tmp_path):
+    demo = ROOT / "config" / "demo.yaml"
+    result = snakemake("-n", "--configfile", str(demo), "-d", str(tmp_path))
+    assert "Job stats:" in result.stdout
+    for rule in ("demo_nsd", "brain_responses", "layer_inventory", "aggregate_scores"):
+        assert rule in result.stdout
+    # Every configured model's inventory is listed before any has run.
+    assert result.stdout.count("rule layer_inventory:") == 5
+
+
+def test_lint_is_clean():
+    result = snakemake("--lint", check=False)
+    assert "Lints for" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ("ridge:\n  lambda: 1\n", "'lambda' was unexpected"),
+        ("extraction:\n  batch_size: sixteen\n", "config key 'extraction.batch_size'"),
+    ],
+)
+def test_bad_config_stops_with_the_key_named(tmp_path, change, expected):
+    override = tmp_path / "override.yaml"
+    override.write_text(change)
+    result = snakemake(
+        "-n", "--configfile", str(TINY), str(override), "-d", str(tmp_path), check=False
+    )
+    assert result.returncode != 0
+    assert expected in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    snakemake("--cores", "2", "--configfile", str(TINY), "-d", str(workdir))
+    return workdir
+
+
+def test_scores_table_has_the_long_schema(tiny_run):
+    scores = pd.read_parquet(tiny_run / "results/tables/scores.parquet")
+    assert list(scores.columns) == SCORE_COLUMNS
+    assert set(scores["metric"]) == {"crsa", "versa", "voxel_r"}
+    assert set(scores["split"]) == {"train"}
+    assert set(scores["subject"]) == {"01", "02"}
+    assert scores["score"].notna().mean() > 0.99
+    assert scores["score"].between(-1, 1).all()
+    assert read_provenance(tiny_run / "results/tables/scores.parquet")["seed"] == "0"
+    for model, layers in scores.groupby("model")["layer"]:
+        inventory = pd.read_parquet(tiny_run / f"results/layers/{model}.parquet")
+        assert set(layers) == set(inventory["layer"])
+
+
+def test_feature_stores_are_temporary_and_figure_exists(tiny_run):
+    assert not list((tiny_run / "results").glob("features/*/group-*"))
+    for suffix in ("png", "svg"):
+        assert (tiny_run / f"results/figures/best_scores.{suffix}").stat().st_size > 1000
+
+
+def test_planted_truth_is_recovered(tiny_run):
+    scores = pd.read_parquet(tiny_run / "results/tables/scores.parquet")
+    truth = json.loads((tiny_run / "resources/demo-nsd/planted_truth.json").read_text())
+    recovery = planted_recovery(scores, truth)
+    assert recovery["pairs"] == 12
+    assert recovery["fraction_within_depth_tolerance"] >= 0.8, recovery
+    assert recovery["beats_others_on_average"], recovery
+    assert recovery["fraction_pairs_beating_all_others"] >= 0.8, recovery
+    assert recovery["spearman_planted_vs_best_depth"] >= 0.8, recovery
+
+
+def test_rerun_does_nothing(tiny_run):
+    result = snakemake("-n", "--configfile", str(TINY), "-d", str(tiny_run))
+    assert "Nothing to be done" in result.stdout + result.stderr
+    assert np.isfinite(pd.read_parquet(tiny_run / "results/tables/scores.parquet")["score"]).any()

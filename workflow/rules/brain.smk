@@ -1,0 +1,50 @@
+# Brain responses per subject (train = shared images, test = the subject's own) and stimuli.
+
+
+rule brain_responses:
+    input:
+        **nsd_inputs(),
+    output:
+        store=directory("results/brain/sub-{subject}.zarr"),
+        voxels="results/brain/voxels-sub-{subject}.parquet",
+    log:
+        "logs/brain/sub-{subject}.log",
+    benchmark:
+        "logs/benchmarks/brain/sub-{subject}.tsv"
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../scripts/brain_responses.py"
+
+
+rule voxel_table:
+    input:
+        expand("results/brain/voxels-sub-{subject}.parquet", subject=SUBJECTS),
+    output:
+        "results/brain/voxels.parquet",
+    log:
+        "logs/brain/voxel_table.log",
+    localrule: True
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../scripts/voxel_table.py"
+
+
+rule train_stimuli:
+    input:
+        **nsd_inputs(),
+    output:
+        directory("results/stimuli/train.zarr"),
+    log:
+        "logs/stimuli/train.log",
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../scripts/train_stimuli.py"

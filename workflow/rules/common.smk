@@ -1,0 +1,64 @@
+# Helpers shared by the rules: config lookups and the job plan read from layer inventories.
+import pandas as pd
+
+from nsdbench.plan import assign_jobs
+
+MODELS = {entry["name"]: entry for entry in config["models"]}
+SUBJECTS = [f"{subject:02d}" for subject in config["subjects"]]
+NSD_ROOT = Path(config["nsd"]["root"])
+NSD_FILES = {
+    "design": NSD_ROOT / "nsddata/experiments/nsd/nsd_expdesign.mat",
+    "stim_info": NSD_ROOT / "nsddata/experiments/nsd/nsd_stim_info_merged.csv",
+    "stimuli": NSD_ROOT / "nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5",
+}
+
+
+wildcard_constraints:
+    model="|".join(MODELS),
+    subject=r"\d\d",
+    group=r"\d+",
+    block=r"\d+",
+
+
+def nsd_inputs(wildcards=None):
+    return {key: str(path) for key, path in NSD_FILES.items()}
+
+
+def job_plan(model):
+    """The model's inventory with extraction groups and fit blocks (after the checkpoint)."""
+    path = checkpoints.layer_inventory.get(model=model).output[0]
+    inventory = pd.read_parquet(path)
+    return assign_jobs(
+        inventory, int(inventory["n_images"].iloc[0]), config["extraction"]["scratch_gb"],
+        config["fit"]["layers_per_job"],
+    )
+
+
+def layers_of_group(wildcards):
+    plan = job_plan(wildcards.model)
+    return plan.loc[plan["group"] == int(wildcards.group), "layer"].tolist()
+
+
+def layers_of_block(wildcards):
+    plan = job_plan(wildcards.model)
+    return plan.loc[plan["block"] == int(wildcards.block), "layer"].tolist()
+
+
+def group_of_block(wildcards):
+    plan = job_plan(wildcards.model)
+    group = int(plan.loc[plan["block"] == int(wildcards.block), "group"].iloc[0])
+    return f"results/features/{wildcards.model}/group-{group}"
+
+
+def group_feature_mb(wildcards):
+    plan = job_plan(wildcards.model)
+    rows = plan[plan["group"] == int(wildcards.group)]
+    return int((rows["n_features"] * rows["n_images"]).sum() * 4 / 1e6) + 1
+
+
+def all_score_files(wildcards):
+    return [
+        f"results/scores/{model}/block-{block}.parquet"
+        for model in MODELS
+        for block in sorted(job_plan(model)["block"].unique())
+    ]

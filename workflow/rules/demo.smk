@@ -1,0 +1,19 @@
+# The embedded demo: a small fake NSD tree with planted responses, generated locally.
+if config["nsd"].get("demo"):
+
+    rule demo_nsd:
+        output:
+            **nsd_inputs(),
+            planted=str(NSD_ROOT / "planted_truth.json"),
+        log:
+            "logs/demo_nsd.log",
+        benchmark:
+            "logs/benchmarks/demo_nsd.tsv"
+        threads: 2
+        resources:
+            mem_mb=4000,
+            runtime=30,
+        conda:
+            "../../envs/gpu.yaml"
+        script:
+            "../scripts/demo_nsd.py"

@@ -1,0 +1,26 @@
+# One job per model x block of layers: reduce each layer, fit the GCV ridge for every voxel of
+# every subject and ROI, and score cRSA, veRSA and voxel r.
+
+
+rule fit:
+    input:
+        features=group_of_block,
+        inventory="results/layers/{model}.parquet",
+        brain=expand("results/brain/sub-{subject}.zarr", subject=SUBJECTS),
+        stimuli="results/stimuli/train.zarr",
+    output:
+        "results/scores/{model}/block-{block}.parquet",
+    params:
+        layers=layers_of_block,
+    log:
+        "logs/fit/{model}/block-{block}.log",
+    benchmark:
+        "logs/benchmarks/fit/{model}/block-{block}.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../scripts/fit.py"

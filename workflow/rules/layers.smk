@@ -1,0 +1,19 @@
+# The layer inventory: a checkpoint, so the jobs downstream follow each model's real layers.
+
+
+checkpoint layer_inventory:
+    input:
+        stimuli="results/stimuli/train.zarr",
+    output:
+        "results/layers/{model}.parquet",
+    log:
+        "logs/layers/{model}.log",
+    benchmark:
+        "logs/benchmarks/layers/{model}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=15,
+    conda:
+        "../../envs/gpu.yaml"
+    script:
+        "../scripts/layer_inventory.py"
