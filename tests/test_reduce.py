@@ -59,5 +59,6 @@ def test_nan_and_constant_features_are_flagged():
     features = relu_features(n=8, d=100)
     features[3, 5] = np.nan
     assert not reduce_layer(features, n_components=None).finite
-    constant = np.ones((8, 100), dtype=np.float32)
+    constant = np.full((8, 100), 0.1, dtype=np.float32)  # 0.1 is inexact in binary
     assert reduce_layer(constant, n_components=None).constant
+    assert not reduce_layer(features[:, :5] * 1e-4 + 1.0, n_components=None).constant

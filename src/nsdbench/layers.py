@@ -8,6 +8,8 @@ cloning outputs so that in-place operations do not corrupt them; the inventory s
 
 Layers whose outputs are identical up to a reordering of units (dropout and identity in eval
 mode, reshapes, permutes) give the same RDM and the same ridge fit, so only the first is kept.
+Outputs that do not depend on the image (a class token broadcast over the batch, a positional
+embedding) are not layers of the image's representation and are left out.
 """
 
 from __future__ import annotations
@@ -99,6 +101,11 @@ def _fingerprint(tensor: torch.Tensor) -> str:
     return hashlib.sha256(ordered.tobytes()).hexdigest()
 
 
+def _same_for_every_image(tensor: torch.Tensor) -> bool:
+    flat = tensor.detach().reshape(tensor.shape[0], -1)
+    return bool(torch.equal(flat[0], flat[1]))
+
+
 def layer_inventory(model: LoadedModel, example_images: np.ndarray) -> pd.DataFrame:
     """The model's layers in execution order, with relative depth, shape and feature count.
 
@@ -127,7 +134,7 @@ def layer_inventory(model: LoadedModel, example_images: np.ndarray) -> pd.DataFr
         if not keep:
             continue
         fingerprint = _fingerprint(output)
-        if fingerprint in seen:
+        if fingerprint in seen or _same_for_every_image(output):
             continue
         seen.add(fingerprint)
         rows.append({

@@ -92,6 +92,11 @@ def build_model(entry: dict, with_weights: bool = True) -> LoadedModel:
     module.eval()
     for parameter in module.parameters():
         parameter.requires_grad_(False)
+    for submodule in module.modules():
+        # An in-place activation overwrites the output of the layer before it, which the
+        # extraction has captured by then (model-zoo.md measured it); compute out of place.
+        if getattr(submodule, "inplace", False) is True:
+            submodule.inplace = False
     return LoadedModel(entry["name"], module, preprocess, source)
 
 

@@ -21,6 +21,7 @@ from nsdbench.rsa import rdm_from_centred_gram
 # Width of one SRP sub-matrix. Fixed, so the projection does not depend on the read block size.
 SRP_BLOCK = 4096
 DEFAULT_READ_BLOCK = 4 * SRP_BLOCK
+CONSTANT_TOLERANCE = 1e-12  # float32 rounding of an exact constant gives ~1e-14
 
 
 @dataclass
@@ -127,7 +128,9 @@ def reduce_layer(
     row_gram = _row_centred_gram(
         centred_gram, cross, row_sums_centred, mean_norm2, mean_sum, n_features
     )
-    constant = bool(np.trace(centred_gram) <= 0.0)
+    # Constant up to rounding: the spread across images is negligible next to the values.
+    raw_power = np.trace(centred_gram) + n_images * mean_norm2
+    constant = bool(np.trace(centred_gram) <= CONSTANT_TOLERANCE * max(raw_power, 1e-300))
     return LayerReduction(
         n_features, centred_gram, rdm_from_centred_gram(row_gram), projection, True, constant
     )
