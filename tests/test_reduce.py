@@ -42,7 +42,7 @@ def test_srp_preserves_distances_within_jl_bound():
     within = np.mean((ratio > 0.9) & (ratio < 1.1))
     assert within >= 0.99
     assert ratio.min() > 0.8 and ratio.max() < 1.2
-    assert abs(np.mean(ratio) - 1) < 0.01
+    assert abs(np.mean(ratio) - 1) < 0.02  # sklearn's SRP: 0.993-1.008 over 8 seeds here
 
 
 def test_srp_is_seeded_by_model_and_layer_and_independent_of_block_size():

@@ -15,7 +15,8 @@ import torch
 import zarr
 from tqdm import tqdm
 
-from nsdbench.layers import Capture, capture_outputs
+from nsdbench.features import layer_store_path
+from nsdbench.layers import LayerReader
 from nsdbench.models import LoadedModel
 from nsdbench.reduce import DEFAULT_READ_BLOCK
 
@@ -26,15 +27,11 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
-def layer_store_path(directory: Path, layer: str) -> Path:
-    return Path(directory) / f"{layer}.zarr"
-
-
 def extract_features(
-    model: LoadedModel, images: np.ndarray, capture: Capture, out_dir: Path, *,
+    model: LoadedModel, images: np.ndarray, method: str, layers: list[str], out_dir: Path, *,
     batch_size: int = 16, device: str = "auto", progress: bool = True,
 ) -> None:
-    """Write every layer in ``capture`` for ``images`` (uint8, n x H x W x 3) under ``out_dir``.
+    """Write every layer in ``layers`` for ``images`` (uint8, n x H x W x 3) under ``out_dir``.
 
     Written into a temporary sibling directory and renamed when complete, so a killed job
     leaves nothing that looks finished.
@@ -45,13 +42,14 @@ def extract_features(
     partial.mkdir(parents=True)
     target = pick_device(device)
     model.module.to(target)
+    reader = LayerReader(model, method, layers)
     arrays: dict[str, zarr.Array] = {}
     n_images = images.shape[0]
     batches = range(0, n_images, batch_size)
     for start in tqdm(batches, desc=f"extract {model.name}", unit="batch", disable=not progress):
         batch = model.preprocess(np.asarray(images[start:start + batch_size])).to(target)
-        outputs = capture_outputs(model, batch, capture)
-        for layer in capture.layers:
+        outputs = reader(batch)
+        for layer in layers:
             if layer not in outputs:
                 raise RuntimeError(f"model '{model.name}': layer '{layer}' produced no output")
             values = outputs[layer].reshape(len(batch), -1).float().cpu().numpy()
@@ -64,8 +62,3 @@ def extract_features(
             arrays[layer][start:start + len(batch)] = values
     shutil.rmtree(out_dir, ignore_errors=True)
     partial.rename(out_dir)
-
-
-def open_layer(directory: Path, layer: str) -> zarr.Array:
-    """The stored features of one layer, lazily."""
-    return zarr.open_array(layer_store_path(directory, layer), mode="r")

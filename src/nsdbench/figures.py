@@ -15,7 +15,8 @@ def best_scores(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per model x ROI: the best layer's score (layer chosen per subject by its train score),
     averaged over subjects."""
     train = scores[(scores["metric"] == metric) & (scores["split"] == "train")]
-    best = train.loc[train.groupby(["model", "subject", "roi"])["score"].idxmax().dropna()]
+    train = train.dropna(subset=["score"])  # layers with NaN scores (constant features)
+    best = train.loc[train.groupby(["model", "subject", "roi"])["score"].idxmax()]
     return best.groupby(["model", "roi"], sort=False)["score"].mean().unstack("roi")
 
 
@@ -35,7 +36,9 @@ def plot_best_scores(scores: pd.DataFrame, out_paths, roi_order, metric: str = "
     axis.legend(fontsize=8, frameon=False, ncols=2)
     axis.set_title(f"Best {metric} per model and ROI")
     figure.tight_layout()
-    for path in out_paths:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=120)
+    for path in map(Path, out_paths):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+        figure.savefig(partial, dpi=120)
+        partial.replace(path)  # atomic: a killed job leaves no finished-looking figure
     plt.close(figure)

@@ -65,6 +65,11 @@ class BrainTargets:
                     )
                     continue
                 sets[(f"{store.subject:02d}", roi)] = values
+        if not sets:
+            raise ValueError(
+                f"no ROI of any subject has {min_voxels} or more kept voxels in "
+                f"{', '.join(map(str, store_paths))}; check the ROI list and voxel selection"
+            )
         return cls.from_sets(sets, train_nsd_ids)
 
 

@@ -15,7 +15,6 @@ embedding) are not layers of the image's representation and are left out.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -28,12 +27,27 @@ INVENTORY_COLUMNS = [
 ]
 
 
-@dataclass
-class Capture:
-    """How to read the outputs of a set of layers from one forward pass."""
+class LayerReader:
+    """Reads the outputs of chosen layers in one forward pass (``method`` "fx" or "hooks").
 
-    method: str  # "fx" or "hooks"
-    layers: list[str]
+    The fx extractor is traced once, on first use, and reused for every batch.
+    """
+
+    def __init__(self, model: LoadedModel, method: str, layers: list[str]):
+        if method not in ("fx", "hooks"):
+            raise ValueError(f"unknown layer method '{method}', expected fx or hooks")
+        self.model = model
+        self.method = method
+        self.layers = list(layers)
+        self._extractor = None
+
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.method == "hooks":
+            return _hook_outputs(self.model, images, self.layers)
+        if self._extractor is None:
+            self._extractor = _fx_extractor(self.model, self.layers)
+        with torch.no_grad():
+            return self._extractor(images)
 
 
 def _fx_tools(source: str):
@@ -48,14 +62,13 @@ def _fx_tools(source: str):
     return get_graph_node_names, create_feature_extractor
 
 
-def _fx_outputs(model: LoadedModel, images: torch.Tensor, names=None) -> dict[str, torch.Tensor]:
+def _fx_extractor(model: LoadedModel, names=None):
+    """A traced module that returns the outputs of ``names`` (all eval-mode nodes if None)."""
     get_names, create = _fx_tools(model.source)
     if names is None:
         _, names = get_names(model.module)
     extractor = create(model.module, return_nodes={name: name for name in names})
-    extractor.eval()
-    with torch.no_grad():
-        return extractor(images)
+    return extractor.eval()
 
 
 def _hook_outputs(model: LoadedModel, images: torch.Tensor, names=None) -> dict[str, torch.Tensor]:
@@ -87,13 +100,6 @@ def _hook_outputs(model: LoadedModel, images: torch.Tensor, names=None) -> dict[
     return outputs
 
 
-def capture_outputs(model: LoadedModel, images: torch.Tensor, capture: Capture):
-    """Outputs of ``capture.layers`` for ``images`` (one forward pass)."""
-    if capture.method == "fx":
-        return _fx_outputs(model, images, capture.layers)
-    return _hook_outputs(model, images, capture.layers)
-
-
 def _fingerprint(tensor: torch.Tensor) -> str:
     """Equal for outputs that hold the same values per image in any order."""
     values = tensor.detach().float().reshape(tensor.shape[0], -1)
@@ -113,7 +119,8 @@ def layer_inventory(model: LoadedModel, example_images: np.ndarray) -> pd.DataFr
     """
     images = model.preprocess(example_images[:2])
     try:
-        outputs = _fx_outputs(model, images)
+        with torch.no_grad():
+            outputs = _fx_extractor(model)(images)
         method = "fx"
     except Exception as error:  # noqa: BLE001 - tracing fails in many ways; hooks still work
         import warnings
@@ -144,6 +151,8 @@ def layer_inventory(model: LoadedModel, example_images: np.ndarray) -> pd.DataFr
             "n_features": int(np.prod(output.shape[1:])),
             "method": method,
         })
+    if not rows:
+        raise ValueError(f"model '{model.name}': no layer output depends on the input image")
     table = pd.DataFrame(rows)
     table.insert(2, "layer_index", np.arange(len(table)))
     table.insert(3, "layer_depth", (np.arange(len(table)) + 1) / len(table))

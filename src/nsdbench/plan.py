@@ -8,7 +8,11 @@ costs about a second, so a laptop wants dozens of layers per job; a cluster with
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 BYTES_PER_FEATURE = 4  # float32 stores
 
@@ -17,6 +21,8 @@ def assign_jobs(
     inventory: pd.DataFrame, n_images: int, scratch_gb: float, layers_per_job: int
 ) -> pd.DataFrame:
     """The inventory with ``group`` and ``block`` columns (both small integers, in order)."""
+    if inventory.empty:
+        raise ValueError("the layer inventory is empty: the model has no layers to benchmark")
     budget = scratch_gb * 1e9
     groups, blocks = [], []
     group = block = 0
@@ -24,6 +30,11 @@ def assign_jobs(
     block_size = 0
     for n_features in inventory["n_features"]:
         layer_bytes = float(n_features) * n_images * BYTES_PER_FEATURE
+        if layer_bytes > budget:
+            log.warning(
+                "a layer needs %.1f GB of features, more than extraction.scratch_gb=%g; "
+                "it gets a group of its own", layer_bytes / 1e9, scratch_gb,
+            )
         if groups and group_bytes + layer_bytes > budget:
             group, group_bytes = group + 1, 0.0
             block, block_size = block + 1, 0

@@ -59,7 +59,7 @@ def srp_submatrix(
     density = srp_density(n_features)
     n_cells = n_rows * n_components
     n_nonzero = rng.binomial(n_cells, density)
-    cells = rng.choice(n_cells, size=n_nonzero, replace=False)
+    cells = rng.choice(n_cells, size=n_nonzero, replace=False, shuffle=False)
     signs = rng.integers(0, 2, size=n_nonzero, dtype=np.int8).astype(np.float32) * 2 - 1
     values = signs * np.float32(np.sqrt(1.0 / (density * n_components)))
     rows, cols = np.divmod(cells, n_components)
@@ -112,14 +112,13 @@ def reduce_layer(
         if not np.all(np.isfinite(block)):
             finite = False
             break
-        block = block.astype(gram_dtype, copy=False)
-        column_means = block.mean(axis=0)
-        centred = block - column_means
+        column_means = block.mean(axis=0, dtype=np.float64)
+        centred = block.astype(gram_dtype, copy=False) - column_means.astype(gram_dtype)
         centred_gram += centred @ centred.T
-        cross += centred @ column_means.astype(np.float64)
+        cross += centred @ column_means
         row_sums_centred += centred.sum(axis=1, dtype=np.float64)
-        mean_norm2 += float(column_means.astype(np.float64) @ column_means)
-        mean_sum += float(column_means.sum(dtype=np.float64))
+        mean_norm2 += float(column_means @ column_means)
+        mean_sum += float(column_means.sum())
         if projection is not None:
             projection += project_block(block, seed, start, n_features, n_components)
     if not finite:

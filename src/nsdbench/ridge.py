@@ -39,6 +39,10 @@ class DualRidge:
         if gram.ndim != 2 or gram.shape[0] != gram.shape[1]:
             raise ValueError(f"centred Gram must be square, got shape {gram.shape}")
         gram = 0.5 * (gram + gram.T)
+        # Centre again in float64: a Gram accumulated in float32 keeps a small mean, so the
+        # constant vector is not quite in its null space, and the hat matrix below would count
+        # that direction twice when alpha is small (measured: LOO errors of 1.5 sd at alpha 1).
+        gram = gram - gram.mean(axis=0) - gram.mean(axis=1)[:, None] + gram.mean()
         eigenvalues, eigenvectors = np.linalg.eigh(gram)
         # Tiny negative eigenvalues are rounding error of a positive semi-definite matrix.
         self.eigenvalues = np.clip(eigenvalues, 0.0, None)
@@ -65,22 +69,28 @@ class DualRidge:
         return y - residuals
 
     def loo_fit(self, responses: np.ndarray, alphas, dtype=np.float32) -> LooFit:
-        """LOO predictions with, per voxel, the penalty (from ``alphas``) of highest LOO r."""
+        """LOO predictions with, per voxel, the penalty (from ``alphas``) of least LOO squared
+        error, as sklearn ``RidgeCV(alpha_per_target=True)`` chooses it.
+
+        The choice and the reported LOO score use the same left-out images, so with a grid the
+        scores are slightly optimistic (one choice among len(alphas) per voxel).
+        """
         alphas = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
-        best = None
+        y = np.asarray(responses, dtype=dtype)
+        best_predictions = best_error = best_alpha = None
         for alpha in alphas:
-            predictions = self.loo_predictions(responses, alpha, dtype)
-            r = pearson_columns(predictions, responses)
-            if best is None:
-                best = LooFit(predictions, r, np.full(r.shape, alpha))
+            predictions = self.loo_predictions(y, alpha, dtype)
+            error = np.einsum("ij,ij->j", predictions - y, predictions - y, dtype=np.float64)
+            if best_predictions is None:
+                best_predictions, best_error = predictions, error
+                best_alpha = np.full(error.shape, alpha)
                 continue
-            # NaN r (constant voxel) never wins, so the first penalty stays for those voxels.
-            better = r > np.where(np.isnan(best.voxel_r), -np.inf, best.voxel_r)
+            better = error < best_error
             if np.any(better):
-                best.predictions[:, better] = predictions[:, better]
-                best.voxel_r[better] = r[better]
-                best.alpha[better] = alpha
-        return best
+                best_predictions[:, better] = predictions[:, better]
+                best_error[better] = error[better]
+                best_alpha[better] = alpha
+        return LooFit(best_predictions, pearson_columns(best_predictions, y), best_alpha)
 
 
 def fit_predict(

@@ -47,13 +47,20 @@ def compare_rdms(first: np.ndarray, second: np.ndarray) -> float:
     return float((a @ b) / denominator)
 
 
-def pearson_columns(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Pearson r between matching columns of two (samples x columns) matrices, in float64."""
-    a = np.asarray(first, dtype=np.float64)
-    b = np.asarray(second, dtype=np.float64)
-    a = a - a.mean(axis=0)
-    b = b - b.mean(axis=0)
-    numerator = np.einsum("ij,ij->j", a, b)
-    denominator = np.sqrt(np.einsum("ij,ij->j", a, a) * np.einsum("ij,ij->j", b, b))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return numerator / denominator
+def pearson_columns(first: np.ndarray, second: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """Pearson r between matching columns of two (samples x columns) matrices, in float64.
+
+    Works through ``chunk`` columns at a time, so memory stays bounded for 100k+ voxels.
+    """
+    n_columns = first.shape[1]
+    r = np.empty(n_columns)
+    for start in range(0, n_columns, chunk):
+        a = np.asarray(first[:, start:start + chunk], dtype=np.float64)
+        b = np.asarray(second[:, start:start + chunk], dtype=np.float64)
+        a = a - a.mean(axis=0)
+        b = b - b.mean(axis=0)
+        numerator = np.einsum("ij,ij->j", a, b)
+        denominator = np.sqrt(np.einsum("ij,ij->j", a, a) * np.einsum("ij,ij->j", b, b))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r[start:start + chunk] = numerator / denominator
+    return r

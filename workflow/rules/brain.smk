@@ -7,6 +7,12 @@ rule brain_responses:
     output:
         store=directory("results/brain/sub-{subject}.zarr"),
         voxels="results/brain/voxels-sub-{subject}.parquet",
+    params:
+        nsd=config["nsd"],
+        rois=config["rois"],
+        images=config["images"],
+        voxels=config["voxels"],
+        seed=config["seed"],
     log:
         "logs/brain/sub-{subject}.log",
     benchmark:

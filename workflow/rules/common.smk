@@ -1,6 +1,14 @@
 # Helpers shared by the rules: config lookups and the job plan read from layer inventories.
+#
+# Rules pass the config slices a job depends on as `params`, so that changing them (a penalty,
+# an ROI, a model's weights) reruns exactly the jobs they affect.
+import functools
+import os
+import re
+
 import pandas as pd
 
+from nsdbench.config import model_entry
 from nsdbench.plan import assign_jobs
 
 MODELS = {entry["name"]: entry for entry in config["models"]}
@@ -14,7 +22,7 @@ NSD_FILES = {
 
 
 wildcard_constraints:
-    model="|".join(MODELS),
+    model="|".join(map(re.escape, MODELS)),
     subject=r"\d\d",
     group=r"\d+",
     block=r"\d+",
@@ -24,9 +32,19 @@ def nsd_inputs(wildcards=None):
     return {key: str(path) for key, path in NSD_FILES.items()}
 
 
+def model_params(wildcards):
+    return model_entry(config, wildcards.model)
+
+
 def job_plan(model):
     """The model's inventory with extraction groups and fit blocks (after the checkpoint)."""
     path = checkpoints.layer_inventory.get(model=model).output[0]
+    return _job_plan(path, os.path.getmtime(path))
+
+
+@functools.lru_cache(maxsize=None)
+def _job_plan(path, modified):
+    # Cached: every job's inputs, params and resources ask for the plan of its model.
     inventory = pd.read_parquet(path)
     return assign_jobs(
         inventory, int(inventory["n_images"].iloc[0]), config["extraction"]["scratch_gb"],

@@ -5,6 +5,12 @@ if config["nsd"].get("demo"):
         output:
             **nsd_inputs(),
             planted=str(NSD_ROOT / "planted_truth.json"),
+        params:
+            demo=config.get("demo"),
+            rois=config["rois"],
+            subjects=config["subjects"],
+            seed=config["seed"],
+            ground_truth=model_entry(config, config["demo"]["ground_truth"]),
         log:
             "logs/demo_nsd.log",
         benchmark:

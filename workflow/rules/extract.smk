@@ -9,6 +9,9 @@ rule extract:
         temp(directory("results/features/{model}/group-{group}")),
     params:
         layers=layers_of_group,
+        model=model_params,
+        batch_size=config["extraction"]["batch_size"],
+        device=config["extraction"]["device"],
     log:
         "logs/extract/{model}/group-{group}.log",
     benchmark:

@@ -12,11 +12,16 @@ rule fit:
         "results/scores/{model}/block-{block}.parquet",
     params:
         layers=layers_of_block,
+        model=model_params,
+        ridge=config["ridge"],
+        seed=config["seed"],
     log:
         "logs/fit/{model}/block-{block}.log",
     benchmark:
         "logs/benchmarks/fit/{model}/block-{block}.tsv"
-    threads: 2
+    threads: 1
+    # Fit what is extracted before extracting more, so feature stores are deleted early.
+    priority: 10
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=lambda wildcards, attempt: 60 * attempt,

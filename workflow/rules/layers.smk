@@ -6,6 +6,8 @@ checkpoint layer_inventory:
         stimuli="results/stimuli/train.zarr",
     output:
         "results/layers/{model}.parquet",
+    params:
+        model=model_params,
     log:
         "logs/layers/{model}.log",
     benchmark:

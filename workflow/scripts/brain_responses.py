@@ -9,18 +9,18 @@ from nsdbench.tables import write_table
 
 snakemake = snakemake  # noqa: F821 - injected by Snakemake
 log = setup_job_logging(snakemake.log[0])
-config = snakemake.config
+params = snakemake.params
 subject = int(snakemake.wildcards.subject)
-tree = NsdTree(config["nsd"]["root"], betas_format=config["nsd"]["betas_format"])
+tree = NsdTree(params.nsd["root"], betas_format=params.nsd["betas_format"])
 responses = build_subject_responses(
-    tree, subject, [RoiSpec(**roi) for roi in config["rois"]],
-    n_test=config["images"]["n_test"], n_reliability=config["images"]["n_reliability"],
-    reliability_threshold=config["voxels"]["reliability_threshold"],
-    selection=config["voxels"]["selection"], ncsnr_threshold=config["voxels"]["ncsnr_threshold"],
-    seed=config["seed"],
+    tree, subject, [RoiSpec(**roi) for roi in params.rois],
+    n_test=params.images["n_test"], n_reliability=params.images["n_reliability"],
+    reliability_threshold=params.voxels["reliability_threshold"],
+    selection=params.voxels["selection"], ncsnr_threshold=params.voxels["ncsnr_threshold"],
+    seed=params.seed,
 )
 for roi, kept in responses.kept_counts().items():
     log.info("subject %02d %s: %d voxels kept", subject, roi, kept)
 log.info("images: %d train, %d test", len(responses.train_nsd_ids), len(responses.test_nsd_ids))
-write_table(responses.voxels, snakemake.output.voxels, config)
+write_table(responses.voxels, snakemake.output.voxels, snakemake.config)
 write_response_store(snakemake.output.store, responses)

@@ -5,17 +5,15 @@ import pandas as pd
 import torch
 
 from nsdbench.brain import read_stimuli_store
-from nsdbench.config import model_entry
 from nsdbench.extract import extract_features
 from nsdbench.joblog import setup_job_logging
-from nsdbench.layers import Capture
 from nsdbench.models import build_model
 
 snakemake = snakemake  # noqa: F821 - injected by Snakemake
 log = setup_job_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
-config = snakemake.config
-entry = model_entry(config, snakemake.wildcards.model)
+params = snakemake.params
+entry = params.model
 inventory = pd.read_parquet(snakemake.input.inventory)
 model = build_model(entry)
 stimuli = read_stimuli_store(snakemake.input.stimuli)
@@ -24,6 +22,6 @@ method = inventory["method"].iloc[0]
 log.info("model %s: extracting %d layers (%s) for %d images", entry["name"], len(layers),
          method, len(stimuli.nsd_ids))
 extract_features(
-    model, stimuli.images, Capture(method, layers), snakemake.output[0],
-    batch_size=config["extraction"]["batch_size"], device=config["extraction"]["device"],
+    model, stimuli.images, method, layers, snakemake.output[0],
+    batch_size=params.batch_size, device=params.device,
 )

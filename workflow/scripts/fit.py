@@ -4,34 +4,35 @@ import checkout_src  # noqa: F401  (first: puts src/ on the path)
 import numpy as np
 import pandas as pd
 from sklearn.random_projection import johnson_lindenstrauss_min_dim
+from threadpoolctl import threadpool_limits
 
 from nsdbench.brain import read_stimuli_store
-from nsdbench.config import model_entry
-from nsdbench.extract import open_layer
+from nsdbench.features import open_layer
 from nsdbench.fit import BrainTargets, score_layer
 from nsdbench.joblog import setup_job_logging
 from nsdbench.tables import score_rows, write_table
 
 snakemake = snakemake  # noqa: F821 - injected by Snakemake
 log = setup_job_logging(snakemake.log[0])
-config = snakemake.config
-entry = model_entry(config, snakemake.wildcards.model)
+params = snakemake.params
+entry, ridge = params.model, params.ridge
 inventory = pd.read_parquet(snakemake.input.inventory).set_index("layer", drop=False)
 train_ids = read_stimuli_store(snakemake.input.stimuli).nsd_ids
 targets = BrainTargets.load(snakemake.input.brain, train_ids)
 n_images = len(train_ids)
-if config["ridge"]["reduction"] == "none":
+if ridge["reduction"] == "none":
     srp_dim = None
 else:
-    srp_dim = config["ridge"]["srp_dim"] or int(johnson_lindenstrauss_min_dim(n_images, eps=0.1))
+    srp_dim = ridge["srp_dim"] or int(johnson_lindenstrauss_min_dim(n_images, eps=0.1))
 tables = []
-for layer in snakemake.params.layers:
-    features = open_layer(snakemake.input.features, layer)
-    scores = score_layer(
-        features, targets, alphas=config["ridge"]["alphas"], srp_dim=srp_dim,
-        seed=config["seed"], model=entry["name"], layer=layer,
-    )
-    tables.append(score_rows(scores, entry, inventory.loc[layer]))
-    versa = scores.loc[scores["metric"] == "versa", "score"]
-    log.info("%s %s: mean versa %.3f", entry["name"], layer, np.nanmean(versa))
-write_table(pd.concat(tables, ignore_index=True), snakemake.output[0], config)
+# BLAS uses the job's cores only, so parallel jobs do not oversubscribe the machine.
+with threadpool_limits(limits=snakemake.threads):
+    for layer in params.layers:
+        scores = score_layer(
+            open_layer(snakemake.input.features, layer), targets, alphas=ridge["alphas"],
+            srp_dim=srp_dim, seed=params.seed, model=entry["name"], layer=layer,
+        )
+        tables.append(score_rows(scores, entry, inventory.loc[layer]))
+        versa = scores.loc[scores["metric"] == "versa", "score"]
+        log.info("%s %s: mean versa %.3f", entry["name"], layer, np.nanmean(versa))
+write_table(pd.concat(tables, ignore_index=True), snakemake.output[0], snakemake.config)

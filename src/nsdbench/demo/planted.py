@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 from nsdbench.config import model_entry
 from nsdbench.demo.images import probe_images
 from nsdbench.demo.nsd_tree import Region, write_fake_nsd
-from nsdbench.layers import Capture, capture_outputs, layer_inventory
+from nsdbench.layers import LayerReader, layer_inventory
 from nsdbench.models import build_model
 
 PLANTED_FILE = "planted_truth.json"
@@ -37,11 +38,11 @@ def planted_layers(inventory, planted_depths: dict[str, float]) -> dict[str, dic
 
 def layer_features(model, images: np.ndarray, layers: list[str], batch_size: int = 32):
     """Flattened float32 features (n, d) of ``layers`` for uint8 ``images``."""
-    capture = Capture("fx", layers)
+    reader = LayerReader(model, "fx", layers)
     parts: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
     for start in range(0, len(images), batch_size):
         batch = model.preprocess(images[start:start + batch_size])
-        outputs = capture_outputs(model, batch, capture)
+        outputs = reader(batch)
         for layer in layers:
             parts[layer].append(outputs[layer].reshape(len(batch), -1).float().numpy())
     return {layer: np.concatenate(values) for layer, values in parts.items()}
@@ -65,10 +66,9 @@ def build_demo_tree(config: dict, root: Path) -> dict:
     n_images = demo["n_shared"] + demo["own_images_per_subject"] * len(subjects)
     images = probe_images(n_images, demo["image_px"], seed)
 
-    entry = model_entry(config, demo["ground_truth"])
-    # The inventory as the workflow builds it: from the architecture alone.
-    inventory = layer_inventory(build_model(entry, with_weights=False), images[:2])
-    model = build_model(entry)
+    # The same model, and so the same inventory, as the workflow's layer_inventory job builds.
+    model = build_model(model_entry(config, demo["ground_truth"]))
+    inventory = layer_inventory(model, images[:2])
     chosen = planted_layers(inventory, demo["planted_depths"])
     features = layer_features(model, images, sorted({c["layer"] for c in chosen.values()}))
 
@@ -85,8 +85,13 @@ def build_demo_tree(config: dict, root: Path) -> dict:
     }
     n_voxels = demo["voxels_per_roi"] * len(config["rois"])
     side = math.ceil((3 * n_voxels) ** (1 / 3))
+    # Written beside the target and renamed when complete, so a killed run leaves no tree
+    # that looks finished.
+    root = Path(root)
+    partial = root.with_name(root.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
     write_fake_nsd(
-        root, images, n_shared=demo["n_shared"], subjects=regions,
+        partial, images, n_shared=demo["n_shared"], subjects=regions,
         own_images_per_subject=demo["own_images_per_subject"],
         trials_per_session=demo["trials_per_session"], grid=(side, side, side),
         noise_sd=demo["noise_sd"], seed=seed, write_nifti=True,
@@ -96,5 +101,7 @@ def build_demo_tree(config: dict, root: Path) -> dict:
         "n_layers": len(inventory),
         "rois": chosen,
     }
-    (Path(root) / PLANTED_FILE).write_text(json.dumps(truth, indent=2))
+    (partial / PLANTED_FILE).write_text(json.dumps(truth, indent=2))
+    shutil.rmtree(root, ignore_errors=True)
+    partial.rename(root)
     return truth
