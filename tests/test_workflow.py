@@ -33,7 +33,7 @@ def test_dry_run_lists_jobs_and_stats(tmp_path):
     for rule in ("demo_nsd", "brain_responses", "layer_inventory", "aggregate_scores"):
         assert rule in result.stdout
     # Every configured model's inventory is listed before any has run.
-    assert result.stdout.count("rule layer_inventory:") == 5
+    assert result.stdout.count("checkpoint layer_inventory:") == 5
 
 
 def test_lint_is_clean():
