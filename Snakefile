@@ -32,6 +32,7 @@ include: "workflow/rules/brain.smk"
 include: "workflow/rules/layers.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/fit.smk"
+include: "workflow/rules/generalize.smk"
 include: "workflow/rules/aggregate.smk"
 
 

@@ -69,7 +69,7 @@ def test_scores_table_has_the_long_schema(tiny_run):
     scores = pd.read_parquet(tiny_run / "results/tables/scores.parquet")
     assert list(scores.columns) == SCORE_COLUMNS
     assert set(scores["metric"]) == {"crsa", "versa", "voxel_r"}
-    assert set(scores["split"]) == {"train"}
+    assert set(scores["split"]) == {"train", "test"}
     assert set(scores["subject"]) == {"01", "02"}
     assert scores["score"].notna().mean() > 0.99
     assert scores["score"].between(-1, 1).all()
@@ -79,8 +79,23 @@ def test_scores_table_has_the_long_schema(tiny_run):
         assert set(layers) == set(inventory["layer"])
 
 
+def test_generalization_scores_the_best_train_layers_on_test_images(tiny_run):
+    scores = pd.read_parquet(tiny_run / "results/tables/scores.parquet")
+    test = scores[scores["split"] == "test"]
+    # one row per model x subject x ROI x metric, on the layer the train score chose
+    assert len(test) == 5 * 2 * 6 * 3
+    assert (test["n_images"] == 30).all()
+    train = scores[scores["split"] == "train"].dropna(subset=["score"])
+    chosen = train.loc[train.groupby(["model", "subject", "roi", "metric"])["score"].idxmax()]
+    merged = test.merge(chosen, on=["model", "subject", "roi", "metric"], suffixes=("", "_train"))
+    assert (merged["layer"] == merged["layer_train"]).all()
+    versa = test[test["metric"] == "versa"].groupby("model")["score"].mean()
+    assert versa.idxmax() == "efficientnet_lite0"  # the planted network generalizes best
+
+
 def test_feature_stores_are_temporary_and_figure_exists(tiny_run):
     assert not list((tiny_run / "results").glob("features/*/group-*"))
+    assert not list((tiny_run / "results").glob("generalization/*.features*"))
     for suffix in ("png", "svg"):
         assert (tiny_run / f"results/figures/best_scores.{suffix}").stat().st_size > 1000
 

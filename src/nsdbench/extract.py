@@ -21,6 +21,26 @@ from nsdbench.models import LoadedModel
 from nsdbench.reduce import DEFAULT_READ_BLOCK
 
 
+class StackedImages:
+    """Several (n_i, H, W, 3) image arrays read as one, lazily, in the order given (the train
+    images, then each subject's test images)."""
+
+    def __init__(self, parts):
+        self.parts = list(parts)
+        sizes = [part.shape[0] for part in self.parts]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)])
+        self.shape = (int(self.offsets[-1]), *self.parts[0].shape[1:])
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, _ = rows.indices(self.shape[0])
+        pieces = []
+        for part, offset in zip(self.parts, self.offsets[:-1]):
+            low, high = max(start - offset, 0), min(stop - offset, part.shape[0])
+            if low < high:
+                pieces.append(np.asarray(part[low:high]))
+        return np.concatenate(pieces)
+
+
 def pick_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

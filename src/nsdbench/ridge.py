@@ -93,15 +93,46 @@ class DualRidge:
         return LooFit(best_predictions, pearson_columns(best_predictions, y), best_alpha)
 
 
+    def predict(self, cross_gram: np.ndarray, responses: np.ndarray, alpha) -> np.ndarray:
+        """Fit on all train images, predict new ones (float64, sklearn ``Ridge`` semantics).
+
+        ``cross_gram``: (new x train) products of features centred on the train mean (see
+        :func:`train_centred_kernels`). ``alpha``: one penalty, or one per voxel.
+        """
+        y = np.asarray(responses, dtype=np.float64)
+        y_mean = y.mean(axis=0)
+        alphas = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (y.shape[1],))
+        predictions = np.empty((cross_gram.shape[0], y.shape[1]))
+        projected = self.eigenvectors.T @ (y - y_mean)
+        for value in np.unique(alphas):
+            voxels = alphas == value
+            dual = self.eigenvectors @ (projected[:, voxels] / (self.eigenvalues + value)[:, None])
+            predictions[:, voxels] = cross_gram @ dual + y_mean[voxels]
+        return predictions
+
+
+def train_centred_kernels(gram: np.ndarray, train: np.ndarray, test: np.ndarray):
+    """Train Gram and test x train cross Gram of features centred on the *train* mean.
+
+    ``gram`` holds the products of all images' features after subtracting any common offset
+    (e.g. the mean over all images, as the streaming pass gives it); re-centring on the train
+    rows is then exact: K'_ij = K_ij - kbar_i - kbar_j + kbar, kbar_i the mean over train j.
+    """
+    gram = np.asarray(gram, dtype=np.float64)
+    row_means = gram[:, train].mean(axis=1)
+    grand_mean = row_means[train].mean()
+    centred = gram - row_means[:, None] - row_means[None, :] + grand_mean
+    return centred[np.ix_(train, train)], centred[np.ix_(test, train)]
+
+
 def fit_predict(
-    train_features: np.ndarray, train_responses: np.ndarray, test_features: np.ndarray, alpha: float
+    train_features: np.ndarray, train_responses: np.ndarray, test_features: np.ndarray, alpha
 ) -> np.ndarray:
-    """Fit on train, predict test, in the dual form (sklearn Ridge semantics), float64."""
-    x = np.asarray(train_features, dtype=np.float64)
-    y = np.asarray(train_responses, dtype=np.float64)
-    x_mean = x.mean(axis=0)
-    y_mean = y.mean(axis=0)
-    xc = x - x_mean
-    dual = np.linalg.solve(xc @ xc.T + alpha * np.eye(x.shape[0]), y - y_mean)
-    test = np.asarray(test_features, dtype=np.float64) - x_mean
-    return (test @ xc.T) @ dual + y_mean
+    """Fit on train, predict test, through the kernels (the path the workflow uses)."""
+    features = np.concatenate([train_features, test_features]).astype(np.float64)
+    features -= features.mean(axis=0)
+    n_train = len(train_features)
+    train_gram, cross_gram = train_centred_kernels(
+        features @ features.T, np.arange(n_train), np.arange(n_train, len(features))
+    )
+    return DualRidge(train_gram).predict(cross_gram, train_responses, alpha)

@@ -6,6 +6,7 @@ rule aggregate_scores:
         # Listing every inventory lets a dry run show all of them before any has run.
         inventories=expand("results/layers/{model}.parquet", model=MODELS),
         scores=all_score_files,
+        generalization=expand("results/generalization/{model}.parquet", model=MODELS),
     output:
         "results/tables/scores.parquet",
     log:

@@ -74,9 +74,14 @@ def group_feature_mb(wildcards):
     return int((rows["n_features"] * rows["n_images"]).sum() * 4 / 1e6) + 1
 
 
+def score_files(model):
+    blocks = sorted(job_plan(model)["block"].unique())
+    return [f"results/scores/{model}/block-{block}.parquet" for block in blocks]
+
+
+def model_score_files(wildcards):
+    return score_files(wildcards.model)
+
+
 def all_score_files(wildcards):
-    return [
-        f"results/scores/{model}/block-{block}.parquet"
-        for model in MODELS
-        for block in sorted(job_plan(model)["block"].unique())
-    ]
+    return [path for model in MODELS for path in score_files(model)]

@@ -7,6 +7,6 @@ from nsdbench.tables import gather_scores, write_table
 
 snakemake = snakemake  # noqa: F821 - injected by Snakemake
 log = setup_job_logging(snakemake.log[0])
-scores = gather_scores(snakemake.input.scores)
-log.info("%d score rows from %d jobs", len(scores), len(snakemake.input.scores))
+scores = gather_scores([*snakemake.input.scores, *snakemake.input.generalization])
+log.info("%d score rows from %d jobs", len(scores), len(snakemake.input))
 write_table(scores, snakemake.output[0], snakemake.config)

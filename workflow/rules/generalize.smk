@@ -1,0 +1,51 @@
+# Generalization (paper 3.5): each model's best layers, fitted on all train images and scored
+# on every subject's own held-out test images. One job per model: it extracts only the best
+# layers, for the train and test images together, and deletes those features when done.
+
+
+rule test_stimuli:
+    input:
+        **nsd_inputs(),
+        brain="results/brain/sub-{subject}.zarr",
+    output:
+        directory("results/stimuli/test-sub-{subject}.zarr"),
+    params:
+        nsd=config["nsd"],
+    log:
+        "logs/stimuli/test-sub-{subject}.log",
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../scripts/test_stimuli.py"
+
+
+rule generalize:
+    input:
+        scores=model_score_files,
+        inventory="results/layers/{model}.parquet",
+        brain=expand("results/brain/sub-{subject}.zarr", subject=SUBJECTS),
+        stimuli="results/stimuli/train.zarr",
+        test_stimuli=expand("results/stimuli/test-sub-{subject}.zarr", subject=SUBJECTS),
+    output:
+        "results/generalization/{model}.parquet",
+    params:
+        model=model_params,
+        ridge=config["ridge"],
+        seed=config["seed"],
+        batch_size=config["extraction"]["batch_size"],
+        device=config["extraction"]["device"],
+    log:
+        "logs/generalize/{model}.log",
+    benchmark:
+        "logs/benchmarks/generalize/{model}.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda wildcards, attempt: 120 * attempt,
+    conda:
+        "../../envs/gpu.yaml"
+    script:
+        "../scripts/generalize.py"
