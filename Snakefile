@@ -40,5 +40,6 @@ rule all:
     input:
         "results/tables/scores.parquet",
         "results/brain/voxels.parquet",
+        "results/ceilings.parquet",
         "results/figures/best_scores.png",
         "results/figures/best_scores.svg",

@@ -93,6 +93,21 @@ def test_generalization_scores_the_best_train_layers_on_test_images(tiny_run):
     assert versa.idxmax() == "efficientnet_lite0"  # the planted network generalizes best
 
 
+def test_reference_ceilings_table(tiny_run):
+    ceilings = pd.read_parquet(tiny_run / "results/ceilings.parquet")
+    assert len(ceilings) == 2 * 6 * 5  # subjects x ROIs x (ceiling, metric) pairs
+    assert set(ceilings["ceiling"]) == {
+        "intersubject_crsa", "subject_to_subject", "others_to_subject"
+    }
+    rdm_rows = ceilings[ceilings["metric"] != "voxel_r"]
+    assert (rdm_rows["ci_low"] <= rdm_rows["score"]).all()
+    assert (rdm_rows["score"] <= rdm_rows["ci_high"]).all()
+    # The demo's subjects share the planted signal, so their RDMs agree. (With 40 voxels, the
+    # paper's fixed 1e5 over-shrinks the brain-to-brain ridge: voxel r is near -1 there.)
+    assert (rdm_rows["score"] > 0.1).all()
+    assert ceilings["score"].between(-1, 1).all()
+
+
 def test_feature_stores_are_temporary_and_figure_exists(tiny_run):
     assert not list((tiny_run / "results").glob("features/*/group-*"))
     assert not list((tiny_run / "results").glob("generalization/*.features*"))

@@ -28,6 +28,8 @@ def _fill_defaults(config: dict, schema: dict) -> None:
     for key, sub in schema.get("properties", {}).items():
         if key not in config and "default" in sub:
             config[key] = copy.deepcopy(sub["default"])
+        elif key not in config and sub.get("type") == "object" and not sub.get("required"):
+            config[key] = {}  # an optional section: its own defaults are filled below
         if isinstance(config.get(key), dict):
             _fill_defaults(config[key], sub)
         if isinstance(config.get(key), list) and isinstance(sub.get("items"), dict):

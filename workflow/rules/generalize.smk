@@ -1,6 +1,30 @@
 # Generalization (paper 3.5): each model's best layers, fitted on all train images and scored
 # on every subject's own held-out test images. One job per model: it extracts only the best
 # layers, for the train and test images together, and deletes those features when done.
+# And the brains' own reference ceilings (paper A.5).
+
+
+rule ceilings:
+    input:
+        brain=expand("results/brain/sub-{subject}.zarr", subject=SUBJECTS),
+        stimuli="results/stimuli/train.zarr",
+    output:
+        "results/ceilings.parquet",
+    params:
+        ridge=config["ridge"],
+        seed=config["seed"],
+        n_bootstrap=config["ceilings"]["n_bootstrap"],
+    log:
+        "logs/ceilings.log",
+    benchmark:
+        "logs/benchmarks/ceilings.tsv"
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../scripts/ceilings.py"
 
 
 rule test_stimuli:
