@@ -4,7 +4,7 @@ import numpy as np
 import zarr
 from sklearn.random_projection import johnson_lindenstrauss_min_dim
 
-from nsdbench.reduce import SRP_BLOCK, centred_gram_of, reduce_layer, srp_seed
+from nsdbench.reduce import SRP_BLOCK, centred_gram_of, reduce_layer, srp_dimension, srp_seed
 
 
 def relu_features(n=40, d=10000, seed=0, offset=0.5):
@@ -62,3 +62,9 @@ def test_nan_and_constant_features_are_flagged():
     constant = np.full((8, 100), 0.1, dtype=np.float32)  # 0.1 is inexact in binary
     assert reduce_layer(constant, n_components=None).constant
     assert not reduce_layer(features[:, :5] * 1e-4 + 1.0, n_components=None).constant
+
+
+def test_srp_dimension_follows_the_config():
+    assert srp_dimension({"reduction": "none", "srp_dim": 100}, 1000) is None
+    assert srp_dimension({"reduction": "srp", "srp_dim": 100}, 1000) == 100
+    assert srp_dimension({"reduction": "srp", "srp_dim": None}, 1000) == 5920  # design.md

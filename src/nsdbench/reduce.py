@@ -42,6 +42,16 @@ def srp_seed(global_seed: int, model: str, layer: str) -> np.random.SeedSequence
     return np.random.SeedSequence(int.from_bytes(digest[:16], "little"))
 
 
+def srp_dimension(ridge: dict, n_images: int) -> int | None:
+    """The SRP dimension a config's ``ridge`` section asks for: None for ``reduction: none``,
+    else ``srp_dim`` or, if unset, the Johnson-Lindenstrauss bound for n images at eps 0.1."""
+    if ridge["reduction"] == "none":
+        return None
+    from sklearn.random_projection import johnson_lindenstrauss_min_dim
+
+    return ridge["srp_dim"] or int(johnson_lindenstrauss_min_dim(n_images, eps=0.1))
+
+
 def srp_density(n_features: int) -> float:
     """Li et al.'s very sparse density, 1/sqrt(d) (sklearn's 'auto')."""
     return 1.0 / np.sqrt(n_features)

@@ -1,12 +1,12 @@
 """The brains' own reference ceilings on the train images (intersubject cRSA and ridge)."""
 
 import checkout_src  # noqa: F401  (first: puts src/ on the path)
-from sklearn.random_projection import johnson_lindenstrauss_min_dim
 
 from nsdbench.brain import read_stimuli_store
 from nsdbench.ceilings import reference_ceilings
 from nsdbench.fit import BrainTargets
 from nsdbench.joblog import setup_job_logging
+from nsdbench.reduce import srp_dimension
 from nsdbench.tables import write_table
 
 snakemake = snakemake  # noqa: F821 - injected by Snakemake
@@ -15,9 +15,7 @@ params = snakemake.params
 train_ids = read_stimuli_store(snakemake.input.stimuli).nsd_ids
 targets = BrainTargets.load(snakemake.input.brain, train_ids)
 responses = {key: targets.responses[:, columns] for key, columns in targets.columns.items()}
-srp_dim = None
-if params.ridge["reduction"] != "none":
-    srp_dim = params.ridge["srp_dim"] or int(johnson_lindenstrauss_min_dim(len(train_ids), eps=0.1))
+srp_dim = srp_dimension(params.ridge, len(train_ids))
 ceilings = reference_ceilings(
     responses, alphas=params.ridge["alphas"], srp_dim=srp_dim, seed=params.seed,
     n_boot=params.n_bootstrap,

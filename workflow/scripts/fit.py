@@ -3,13 +3,13 @@
 import checkout_src  # noqa: F401  (first: puts src/ on the path)
 import numpy as np
 import pandas as pd
-from sklearn.random_projection import johnson_lindenstrauss_min_dim
 from threadpoolctl import threadpool_limits
 
 from nsdbench.brain import read_stimuli_store
 from nsdbench.features import open_layer
 from nsdbench.fit import BrainTargets, score_layer
 from nsdbench.joblog import setup_job_logging
+from nsdbench.reduce import srp_dimension
 from nsdbench.tables import score_rows, write_table
 
 snakemake = snakemake  # noqa: F821 - injected by Snakemake
@@ -19,11 +19,7 @@ entry, ridge = params.model, params.ridge
 inventory = pd.read_parquet(snakemake.input.inventory).set_index("layer", drop=False)
 train_ids = read_stimuli_store(snakemake.input.stimuli).nsd_ids
 targets = BrainTargets.load(snakemake.input.brain, train_ids)
-n_images = len(train_ids)
-if ridge["reduction"] == "none":
-    srp_dim = None
-else:
-    srp_dim = ridge["srp_dim"] or int(johnson_lindenstrauss_min_dim(n_images, eps=0.1))
+srp_dim = srp_dimension(ridge, len(train_ids))
 tables = []
 # BLAS uses the job's cores only, so parallel jobs do not oversubscribe the machine.
 with threadpool_limits(limits=snakemake.threads):

@@ -7,7 +7,6 @@ import checkout_src  # noqa: F401  (first: puts src/ on the path)
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.random_projection import johnson_lindenstrauss_min_dim
 
 from nsdbench.brain import read_stimuli_store
 from nsdbench.extract import StackedImages, extract_features
@@ -15,6 +14,7 @@ from nsdbench.features import open_layer
 from nsdbench.generalize import HeldOut, best_layers, generalization_scores
 from nsdbench.joblog import setup_job_logging
 from nsdbench.models import build_model
+from nsdbench.reduce import srp_dimension
 from nsdbench.tables import gather_scores, score_rows, write_table
 
 snakemake = snakemake  # noqa: F821 - injected by Snakemake
@@ -36,10 +36,7 @@ images = StackedImages([train.images, *(stimuli.images for stimuli in tests)])
 log.info("model %s: %d best layers, %d train + %d test images", entry["name"], len(layers),
          held_out.n_train, images.shape[0] - held_out.n_train)
 
-n_train = held_out.n_train
-srp_dim = None
-if ridge["reduction"] != "none":
-    srp_dim = ridge["srp_dim"] or int(johnson_lindenstrauss_min_dim(n_train, eps=0.1))
+srp_dim = srp_dimension(ridge, held_out.n_train)
 scratch = Path(snakemake.output[0]).with_suffix(".features")
 extract_features(build_model(entry), images, inventory["method"].iloc[0], layers, scratch,
                  batch_size=params.batch_size, device=params.device)
