@@ -29,6 +29,7 @@ import pandas as pd
 import zarr
 
 from nsdbench.nsd import MAX_REPETITIONS, NsdError, NsdTree, RoiSpec
+from nsdbench.rsa import pearson_columns
 
 MIN_KEPT_VOXELS = 10
 SELECTIONS = ("reliability", "ncsnr")
@@ -100,16 +101,6 @@ def zscore_session(betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return zscored.astype(np.float32), valid
 
 
-def columnwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson r between matching columns of two (n, v) arrays; NaN where a column is flat."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    a = a - a.mean(axis=0)
-    b = b - b.mean(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (a * b).sum(axis=0) / np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0))
-
-
 def split_half_reliability(repetitions: np.ndarray) -> np.ndarray:
     """Mean of the pairwise Pearson r between repetition profiles.
 
@@ -117,7 +108,7 @@ def split_half_reliability(repetitions: np.ndarray) -> np.ndarray:
     missing or flat data.
     """
     pairs = combinations(range(repetitions.shape[1]), 2)
-    correlations = [columnwise_pearson(repetitions[:, i], repetitions[:, j]) for i, j in pairs]
+    correlations = [pearson_columns(repetitions[:, i], repetitions[:, j]) for i, j in pairs]
     return np.mean(correlations, axis=0)
 
 

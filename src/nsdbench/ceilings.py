@@ -15,8 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from nsdbench.fit import full_sample_intercept
-from nsdbench.reduce import centred_gram_of, reduce_layer, srp_seed
+from nsdbench.fit import full_sample_intercept, reduce_for_ridge
 from nsdbench.ridge import DualRidge
 from nsdbench.rsa import compare_rdms, rdm
 
@@ -44,14 +43,15 @@ def bootstrap_rdm_similarity(candidates: list[np.ndarray], target: np.ndarray, n
 
 
 def _regression_scores(regressors, responses, *, alphas, srp_dim, seed, key):
-    """LOO ridge from one set of voxels to another: predicted RDM and the mean voxel r."""
-    if srp_dim and regressors.shape[1] > srp_dim:
-        projection = reduce_layer(
-            regressors.astype(np.float32), n_components=srp_dim, seed=srp_seed(seed, *key)
-        ).projection
-        gram = centred_gram_of(projection)
-    else:
-        gram = centred_gram_of(regressors)
+    """LOO ridge from one set of voxels to another, exactly as for a model's layer (SRP where
+    wider than ``srp_dim``, seeded by ``key``): predicted RDM and the mean voxel r."""
+    _, gram, _ = reduce_for_ridge(
+        np.asarray(regressors, dtype=np.float32), srp_dim=srp_dim, seed=seed, model=key[0],
+        layer=key[1],
+    )
+    if gram is None:
+        n = responses.shape[0]
+        return np.full((n, n), np.nan), float("nan")
     fit = DualRidge(gram).loo_fit(responses, alphas)
     return rdm(full_sample_intercept(fit.predictions, responses)), float(np.nanmean(fit.voxel_r))
 

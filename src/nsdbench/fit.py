@@ -62,13 +62,16 @@ class BrainTargets:
 
     @classmethod
     def load(cls, store_paths, train_nsd_ids: np.ndarray, min_voxels: int = MIN_VOXELS):
-        """Train responses of every subject's store, checked against the extracted images.
+        """Train responses of every subject's store, checked against the extracted images."""
+        stores = {path: read_response_store(path) for path in store_paths}
+        return cls.from_stores(stores, train_nsd_ids, min_voxels)
 
-        ROIs with fewer than ``min_voxels`` kept voxels are skipped with a warning.
-        """
+    @classmethod
+    def from_stores(cls, stores: dict, train_nsd_ids: np.ndarray, min_voxels: int = MIN_VOXELS):
+        """``stores``: path -> response store read back. ROIs with fewer than ``min_voxels``
+        kept voxels are skipped with a warning."""
         sets = {}
-        for path in store_paths:
-            store = read_response_store(path)
+        for path, store in stores.items():
             if not np.array_equal(store.train_nsd_ids, train_nsd_ids):
                 raise ValueError(
                     f"{path}: its train images (NSD ids) differ from the extracted stimuli; "
@@ -85,18 +88,16 @@ class BrainTargets:
         if not sets:
             raise ValueError(
                 f"no ROI of any subject has {min_voxels} or more kept voxels in "
-                f"{', '.join(map(str, store_paths))}; check the ROI list and voxel selection"
+                f"{', '.join(map(str, stores))}; check the ROI list and voxel selection"
             )
         return cls.from_sets(sets, train_nsd_ids)
 
 
-def score_layer(
-    features, targets: BrainTargets, *, alphas, srp_dim: int | None, seed: int, model: str,
-    layer: str,
-) -> pd.DataFrame:
-    """Scores of one layer: one row per subject x ROI x metric (split ``train``, LOO).
+def reduce_for_ridge(features, *, srp_dim: int | None, seed: int, model: str, layer: str):
+    """One streaming pass over a layer: (reduction, the centred Gram its ridge uses, the SRP
+    dimension used). The Gram is None, with a warning, for NaN/inf or constant features.
 
-    ``srp_dim=None`` (reduction: none) fits kernel ridge on all features; a layer no wider
+    ``srp_dim=None`` (reduction: none) means kernel ridge on all features; a layer no wider
     than ``srp_dim`` is fitted on its own features too, since projecting it would only add noise.
     """
     if srp_dim and features.shape[1] <= srp_dim:
@@ -104,15 +105,25 @@ def score_layer(
     reduction = reduce_layer(
         features, n_components=srp_dim, seed=srp_seed(seed, model, layer) if srp_dim else None
     )
-    rows = []
-    usable = reduction.finite and not reduction.constant
-    if not usable:
+    if not reduction.finite or reduction.constant:
         problem = "NaN or inf values" if not reduction.finite else "only constant features"
         log.warning("model %s layer %s has %s: its scores are NaN", model, layer, problem)
-    else:
-        gram = (
-            centred_gram_of(reduction.projection) if srp_dim else reduction.centred_gram
-        )
+        return reduction, None, srp_dim
+    gram = centred_gram_of(reduction.projection) if srp_dim else reduction.centred_gram
+    return reduction, gram, srp_dim
+
+
+def score_layer(
+    features, targets: BrainTargets, *, alphas, srp_dim: int | None, seed: int, model: str,
+    layer: str,
+) -> pd.DataFrame:
+    """Scores of one layer: one row per subject x ROI x metric (split ``train``, LOO)."""
+    reduction, gram, srp_dim = reduce_for_ridge(
+        features, srp_dim=srp_dim, seed=seed, model=model, layer=layer
+    )
+    rows = []
+    usable = gram is not None
+    if usable:
         fit = DualRidge(gram).loo_fit(targets.responses, alphas)
     for (subject, roi), columns in targets.columns.items():
         brain_rdm = targets.rdms[(subject, roi)]

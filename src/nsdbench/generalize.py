@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 
 from nsdbench.brain import read_response_store
-from nsdbench.fit import METRICS, MIN_VOXELS, BrainTargets
-from nsdbench.reduce import centred_gram_of, reduce_layer, srp_seed
+from nsdbench.fit import METRICS, MIN_VOXELS, BrainTargets, reduce_for_ridge
 from nsdbench.ridge import DualRidge, train_centred_kernels
 from nsdbench.rsa import compare_rdms, pearson_columns, rdm
 
@@ -48,11 +47,11 @@ class HeldOut:
     @classmethod
     def load(cls, store_paths, train_nsd_ids, min_voxels: int = MIN_VOXELS):
         """Read the brain stores; test rows follow the train rows, subject by subject."""
-        targets = BrainTargets.load(store_paths, train_nsd_ids, min_voxels)
+        stores = {path: read_response_store(path) for path in store_paths}
+        targets = BrainTargets.from_stores(stores, train_nsd_ids, min_voxels)
         test, test_rows, test_ids = {}, {}, {}
         start = len(train_nsd_ids)
-        for path in store_paths:
-            store = read_response_store(path)
+        for store in stores.values():
             subject = f"{store.subject:02d}"
             test_rows[subject] = np.arange(start, start + len(store.test_nsd_ids))
             start += len(store.test_nsd_ids)
@@ -70,14 +69,11 @@ def generalization_scores(
 
     ``features``: (train + all test images) x features, rows as :class:`HeldOut` says.
     """
-    if srp_dim and features.shape[1] <= srp_dim:
-        srp_dim = None
-    reduction = reduce_layer(
-        features, n_components=srp_dim, seed=srp_seed(seed, model, layer) if srp_dim else None
+    reduction, gram, srp_dim = reduce_for_ridge(
+        features, srp_dim=srp_dim, seed=seed, model=model, layer=layer
     )
-    usable = reduction.finite and not reduction.constant
+    usable = gram is not None
     if usable:
-        gram = centred_gram_of(reduction.projection) if srp_dim else reduction.centred_gram
         all_test = np.concatenate(list(held_out.test_rows.values()))
         train_gram, cross_gram = train_centred_kernels(gram, np.arange(held_out.n_train), all_test)
         cross_rows = {row: index for index, row in enumerate(all_test)}
