@@ -50,3 +50,21 @@ def test_bootstrap_interval_narrows_with_more_images():
     narrow = bootstrap_rdm_similarity([rdm(first)], rdm(second), 300, 0)
     assert narrow[1] - narrow[0] < wide[1] - wide[0]
     assert narrow[0] < compare_rdms(rdm(first), rdm(second)) < narrow[1]
+
+
+def test_bootstrap_equals_resampling_images_by_brute_force():
+    rng = np.random.default_rng(2)
+    base = rng.standard_normal((25, 10))
+    target = rdm(base + rng.standard_normal((25, 10)))
+    candidates = [rdm(base + rng.standard_normal((25, 10))) for _ in range(2)]
+    draws = np.random.default_rng(7)
+    rows, cols = np.triu_indices(25, k=1)
+    values = []
+    for _ in range(50):
+        sample = draws.integers(0, 25, 25)
+        keep = sample[rows] != sample[cols]  # an image paired with its own copy is left out
+        i, j = sample[rows[keep]], sample[cols[keep]]
+        values.append(np.mean([np.corrcoef(c[i, j], target[i, j])[0, 1] for c in candidates]))
+    expected = np.percentile(values, [2.5, 97.5])
+    np.testing.assert_allclose(bootstrap_rdm_similarity(candidates, target, 50, 7), expected,
+                               atol=1e-10)

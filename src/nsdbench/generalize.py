@@ -81,7 +81,10 @@ def generalization_scores(
         # chose by leave-one-out on the train images.
         ridge = DualRidge(train_gram)
         train_responses = held_out.targets.responses
-        chosen = ridge.loo_fit(train_responses, alphas).alpha
+        if len(np.atleast_1d(alphas)) > 1:
+            chosen = ridge.loo_fit(train_responses, alphas).alpha
+        else:
+            chosen = np.full(train_responses.shape[1], float(np.atleast_1d(alphas)[0]))
     rows = []
     for (subject, roi), columns in held_out.targets.columns.items():
         test_rows = held_out.test_rows[subject]

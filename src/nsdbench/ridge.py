@@ -103,10 +103,16 @@ class DualRidge:
         y_mean = y.mean(axis=0)
         alphas = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (y.shape[1],))
         predictions = np.empty((cross_gram.shape[0], y.shape[1]))
-        projected = self.eigenvectors.T @ (y - y_mean)
+        # Directions the train features do not span add nothing in exact arithmetic (the cross
+        # Gram is orthogonal to them); dropping them keeps small penalties from amplifying
+        # rounding error there.
+        spanned = self.eigenvalues > 1e-10 * max(self.eigenvalues.max(), 1e-300)
+        basis = self.eigenvectors[:, spanned]
+        projected = basis.T @ (y - y_mean)
         for value in np.unique(alphas):
             voxels = alphas == value
-            dual = self.eigenvectors @ (projected[:, voxels] / (self.eigenvalues + value)[:, None])
+            inverse = 1.0 / (self.eigenvalues[spanned] + value)
+            dual = basis @ (projected[:, voxels] * inverse[:, None])
             predictions[:, voxels] = cross_gram @ dual + y_mean[voxels]
         return predictions
 

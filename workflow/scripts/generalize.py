@@ -15,7 +15,7 @@ from nsdbench.generalize import HeldOut, best_layers, generalization_scores
 from nsdbench.joblog import setup_job_logging
 from nsdbench.models import build_model
 from nsdbench.reduce import srp_dimension
-from nsdbench.tables import gather_scores, score_rows, write_table
+from nsdbench.tables import SCORE_COLUMNS, gather_scores, score_rows, write_table
 
 snakemake = snakemake  # noqa: F821 - injected by Snakemake
 log = setup_job_logging(snakemake.log[0])
@@ -25,6 +25,10 @@ entry, ridge = params.model, params.ridge
 inventory = pd.read_parquet(snakemake.input.inventory).set_index("layer", drop=False)
 best = best_layers(gather_scores(snakemake.input.scores))
 layers = [layer for layer in inventory["layer"] if layer in set(best["layer"])]
+if not layers:
+    log.warning("model %s: no layer has a finite train score; no test scores", entry["name"])
+    write_table(pd.DataFrame(columns=SCORE_COLUMNS), snakemake.output[0], snakemake.config)
+    raise SystemExit(0)
 
 train = read_stimuli_store(snakemake.input.stimuli)
 held_out = HeldOut.load(snakemake.input.brain, train.nsd_ids)
