@@ -140,10 +140,19 @@ def score_layer(
         else:
             scores = dict.fromkeys(METRICS, float("nan"))
             alpha = float(np.atleast_1d(alphas)[0])
-        for metric, score in scores.items():
-            rows.append({
-                "subject": subject, "roi": roi, "metric": metric, "split": "train",
-                "score": score, "n_voxels": columns.stop - columns.start,
-                "n_images": targets.responses.shape[0], "srp_dim": srp_dim or 0, "alpha": alpha,
-            })
+        rows += metric_rows(
+            subject, roi, scores, split="train", n_voxels=columns.stop - columns.start,
+            n_images=targets.responses.shape[0], srp_dim=srp_dim, alpha=alpha,
+        )
     return pd.DataFrame(rows)
+
+
+def metric_rows(subject, roi, scores: dict, *, split, n_voxels, n_images, srp_dim, alpha):
+    """One score-table row per metric of one subject x ROI (model and layer columns added later)."""
+    return [
+        {
+            "subject": subject, "roi": roi, "metric": metric, "split": split, "score": score,
+            "n_voxels": n_voxels, "n_images": n_images, "srp_dim": srp_dim or 0, "alpha": alpha,
+        }
+        for metric, score in scores.items()
+    ]

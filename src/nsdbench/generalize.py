@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from nsdbench.brain import read_response_store
-from nsdbench.fit import METRICS, MIN_VOXELS, BrainTargets, reduce_for_ridge
+from nsdbench.fit import METRICS, MIN_VOXELS, BrainTargets, metric_rows, reduce_for_ridge
 from nsdbench.ridge import DualRidge, train_centred_kernels
 from nsdbench.rsa import compare_rdms, pearson_columns, rdm
 
@@ -74,9 +74,10 @@ def generalization_scores(
     )
     usable = gram is not None
     if usable:
-        all_test = np.concatenate(list(held_out.test_rows.values()))
-        train_gram, cross_gram = train_centred_kernels(gram, np.arange(held_out.n_train), all_test)
-        cross_rows = {row: index for index, row in enumerate(all_test)}
+        # Test rows follow the train rows, so row r of the store is row r - n_train here.
+        train_gram, cross_gram = train_centred_kernels(
+            gram, np.arange(held_out.n_train), np.arange(held_out.n_train, gram.shape[0])
+        )
         # One eigendecomposition for every subject and ROI; each voxel keeps the penalty it
         # chose by leave-one-out on the train images.
         ridge = DualRidge(train_gram)
@@ -92,7 +93,7 @@ def generalization_scores(
         scores = dict.fromkeys(METRICS, float("nan"))
         alpha = float(np.atleast_1d(alphas)[0])
         if usable:
-            cross = cross_gram[[cross_rows[row] for row in test_rows]]
+            cross = cross_gram[test_rows - held_out.n_train]
             predicted = ridge.predict(cross, train_responses[:, columns], chosen[columns])
             brain_rdm = rdm(test_responses)
             scores = {
@@ -101,10 +102,8 @@ def generalization_scores(
                 "voxel_r": float(np.nanmean(pearson_columns(predicted, test_responses))),
             }
             alpha = float(np.median(chosen[columns]))
-        for metric, score in scores.items():
-            rows.append({
-                "subject": subject, "roi": roi, "metric": metric, "split": "test",
-                "score": score, "n_voxels": columns.stop - columns.start,
-                "n_images": len(test_rows), "srp_dim": srp_dim or 0, "alpha": alpha,
-            })
+        rows += metric_rows(
+            subject, roi, scores, split="test", n_voxels=columns.stop - columns.start,
+            n_images=len(test_rows), srp_dim=srp_dim, alpha=alpha,
+        )
     return pd.DataFrame(rows)
