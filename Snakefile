@@ -27,6 +27,7 @@ config.update(VALID)
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/weights.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/brain.smk"
 include: "workflow/rules/layers.smk"

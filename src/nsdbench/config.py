@@ -71,7 +71,7 @@ def _check_consistency(config: dict) -> None:
         if model["trained"] and not model.get("weights"):
             raise ConfigError(
                 f"config key 'models[{names.index(model['name'])}].weights': trained model "
-                f"'{model['name']}' needs weights (path or package)"
+                f"'{model['name']}' needs weights (url, path or package)"
             )
     demo = config.get("demo")
     if config["nsd"].get("demo"):
@@ -94,10 +94,13 @@ def load_config(path: Path, schema_path: Path) -> dict:
 
 
 def model_entry(config: dict, name: str) -> dict:
-    """The config entry of model ``name``, with the global ``extraction.image_size`` applied."""
+    """The config entry of model ``name``, with the global ``extraction.image_size`` and the
+    weights cache directory applied."""
     for entry in config["models"]:
         if entry["name"] == name:
             entry = dict(entry)
+            if config.get("weights_cache"):
+                entry["weights_cache"] = config["weights_cache"]
             forced = config.get("extraction", {}).get("image_size")
             if forced and "image_size" not in entry:
                 entry["image_size"] = forced

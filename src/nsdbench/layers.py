@@ -64,7 +64,7 @@ def _fx_tools(source: str):
 
 def _fx_extractor(model: LoadedModel, names=None):
     """A traced module that returns the outputs of ``names`` (all eval-mode nodes if None)."""
-    get_names, create = _fx_tools(model.source)
+    get_names, create = _fx_tools(model.tracer)
     if names is None:
         _, names = get_names(model.module)
     extractor = create(model.module, return_nodes={name: name for name in names})

@@ -10,9 +10,11 @@ import pandas as pd
 
 from nsdbench.config import model_entry
 from nsdbench.plan import assign_jobs
+from nsdbench.weights import fetch, weights_path
 
 MODELS = {entry["name"]: entry for entry in config["models"]}
 SUBJECTS = [f"{subject:02d}" for subject in config["subjects"]]
+WEIGHTS_CACHE = config["weights_cache"].rstrip("/")
 NSD_ROOT = Path(config["nsd"]["root"])
 NSD_FILES = {
     "design": NSD_ROOT / "nsddata/experiments/nsd/nsd_expdesign.mat",
@@ -26,6 +28,7 @@ wildcard_constraints:
     subject=r"\d\d",
     group=r"\d+",
     block=r"\d+",
+    file_name=r"[^/]+",
 
 
 def nsd_inputs(wildcards=None):
@@ -34,6 +37,24 @@ def nsd_inputs(wildcards=None):
 
 def model_params(wildcards):
     return model_entry(config, wildcards.model)
+
+
+def fetched_weights(entry):
+    """Whether the entry's checkpoint comes from a URL through the weights cache."""
+    return entry["trained"] and "url" in (entry.get("weights") or {})
+
+
+def weights_file(entry):
+    return str(weights_path(entry, WEIGHTS_CACHE))
+
+
+def model_weights(wildcards):
+    """The checkpoint a job of this model reads, if any. ancient(): a re-fetched identical
+    file must not rerun finished work; a changed URL or pin reruns it through params."""
+    entry = MODELS[wildcards.model]
+    if fetched_weights(entry) or (entry["trained"] and "path" in entry.get("weights", {})):
+        return {"weights": ancient(weights_file(entry))}
+    return {}
 
 
 def job_plan(model):

@@ -48,6 +48,7 @@ rule test_stimuli:
 
 rule generalize:
     input:
+        unpack(model_weights),
         scores=model_score_files,
         inventory="results/layers/{model}.parquet",
         brain=expand("results/brain/sub-{subject}.zarr", subject=SUBJECTS),

@@ -3,6 +3,7 @@
 
 checkpoint layer_inventory:
     input:
+        unpack(model_weights),
         stimuli="results/stimuli/train.zarr",
     output:
         "results/layers/{model}.parquet",

