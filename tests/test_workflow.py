@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from nsdbench.demo.recovery import planted_recovery
 from nsdbench.tables import SCORE_COLUMNS, read_provenance
@@ -34,6 +35,31 @@ def test_dry_run_lists_jobs_and_stats(tmp_path):
         assert rule in result.stdout
     # Every configured model's inventory is listed before any has run.
     assert result.stdout.count("checkpoint layer_inventory:") == 5
+
+
+def job_count(dry_run_output: str, rule: str) -> int:
+    """A rule's job count from the "Job stats" table of a dry run."""
+    for line in dry_run_output.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0] == rule:
+            return int(fields[1])
+    return 0
+
+
+def test_survey_dry_run_lists_an_inventory_job_and_a_fetch_for_every_model(tmp_path):
+    survey = ROOT / "config" / "config.yaml"
+    models = yaml.safe_load(survey.read_text())["models"]
+    nsd = tmp_path / "nsd"  # the three NSD files the first jobs read; empty is enough for -n
+    for relative in ("nsddata/experiments/nsd/nsd_expdesign.mat",
+                     "nsddata/experiments/nsd/nsd_stim_info_merged.csv",
+                     "nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5"):
+        (nsd / relative).parent.mkdir(parents=True, exist_ok=True)
+        (nsd / relative).touch()
+    result = snakemake("-n", "--configfile", str(survey), "--config", f"nsd={{root: {nsd}}}",
+                       "-d", str(tmp_path / "run"))
+    assert job_count(result.stdout, "layer_inventory") == len(models)
+    fetched = [m for m in models if m["trained"] and "url" in m.get("weights", {})]
+    assert job_count(result.stdout, "fetch_model_weights") == len(fetched)
 
 
 def test_lint_is_clean():
