@@ -270,6 +270,20 @@ def test_detectron2_fpn_model_zoo_pkl_round_trip(tmp_path, images, reference_1x1
     assert _max_diff(_pooled(reference, images), _pooled(wrong, images)) > 1e-2
 
 
+def test_detectron2_config_entry_loads_the_pkl_with_its_stride(tmp_path, images, reference_1x1):
+    """The whole source path: a config entry with a model-zoo .pkl builds the same network."""
+    from nsdbench.models import build_model
+
+    model = {f"backbone.bottom_up.{_torchvision_to_d2(k)}": v.numpy()
+             for k, v in _tv_state(reference_1x1).items() if not k.startswith("fc.")}
+    path = tmp_path / "model_final_280758.pkl"
+    _d2_model_zoo_pickle(path, model)
+    entry = {"name": "faster_rcnn", "source": "detectron2", "arch": "resnet50", "trained": True,
+             "weights": {"path": str(path), "format": "detectron2"}}
+    loaded = build_model(entry).module
+    _assert_same_outputs("Detectron2 entry", reference_1x1, loaded, images)
+
+
 def test_detectron2_c4_model_keeps_res5_under_roi_heads(tmp_path, images, reference_1x1):
     reference = reference_1x1
     model = {}
