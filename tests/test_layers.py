@@ -9,7 +9,8 @@ from skimage import data
 from nsdbench.extract import extract_features
 from nsdbench.features import open_layer
 from nsdbench.layers import LayerReader, _hook_outputs, layer_inventory
-from nsdbench.models import ModelError, build_model, sha256_of, weights_path
+from nsdbench.models import ModelError, build_model
+from nsdbench.weights import WeightsError, sha256_of, weights_path
 
 EFFNET = {
     "name": "efficientnet_lite0", "source": "timm", "arch": "tf_efficientnet_lite0",
@@ -31,13 +32,13 @@ def test_packaged_imagenet_weights_load_and_classify():
 
 def test_wrong_sha256_is_refused_before_loading():
     entry = dict(EFFNET, weights={"package": EFFNET["weights"]["package"], "sha256": "0" * 64})
-    with pytest.raises(ModelError, match="expected 0000"):
+    with pytest.raises(WeightsError, match="expected 0000"):
         build_model(entry)
     assert len(sha256_of(weights_path(EFFNET))) == 64
 
 
 def test_unknown_source_lists_valid_sources():
-    with pytest.raises(ModelError, match="valid sources: timm, torchvision"):
+    with pytest.raises(ModelError, match="valid sources: timm, torchvision, open_clip, taskonomy"):
         build_model({"name": "m", "source": "keras", "arch": "x", "trained": False})
 
 
@@ -87,7 +88,7 @@ def test_extraction_writes_every_layer_exactly(tmp_path):
     layers = ["layer1.0.add", "fc"]
     out = tmp_path / "group-0"
     extract_features(model, zarr.array(stimuli), "fx", layers, out, batch_size=3,
-                     progress=False)
+                     dtype="float32", progress=False)
     expected = LayerReader(model, "fx", layers)(model.preprocess(stimuli))
     for layer in layers:
         stored = open_layer(out, layer)

@@ -5,6 +5,8 @@ the source's own on-disk format, loaded back through the config entry, and must 
 network that wrote it.
 """
 
+import re
+
 import numpy as np
 import pytest
 import safetensors.torch
@@ -179,3 +181,24 @@ def test_vissl_classy_state_dict_trunk(tmp_path):
     x = loaded.preprocess(photos())
     torch.testing.assert_close(trunk_features(reference, x), trunk_features(loaded, x),
                                atol=1e-5, rtol=0)
+
+
+def test_torchvision_legacy_densenet_keys_and_trained_input_transform(tmp_path):
+    densenet = entry("densenet121", "torchvision", "densenet121", image_size=64)
+
+    def legacy_keys(module, path):
+        # torchvision's published DenseNet files say 'norm.1' where the module is 'norm1'
+        state = {re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", key): value
+                 for key, value in module.state_dict().items()}
+        assert any(".norm.1." in key for key in state)
+        torch.save(state, path)
+
+    reference, loaded = reference_and_loaded(tmp_path, densenet, legacy_keys, "state_dict")
+    assert_same_outputs(densenet, reference, loaded)
+    googlenet = entry("googlenet", "torchvision", "googlenet")
+    assert build_model({**googlenet, "trained": False}).module.transform_input is False
+    # with ImageNet weights torchvision renormalises the input inside the network
+    torch.save(build_model(googlenet).module.state_dict(), tmp_path / "googlenet.pth")
+    trained = build_model({**googlenet, "trained": True,
+                           "weights": {"path": str(tmp_path / "googlenet.pth")}})
+    assert trained.module.transform_input is True

@@ -11,6 +11,7 @@ Detectron2's BGR 0-255 input with pixel means and (usually) no std.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -119,6 +120,16 @@ def _state_dict_of(checkpoint):
 
 # --- torchvision (also VISSL and Detectron2 trunks, which load into torchvision ResNets) ------
 
+# What torchvision's builders set when given ImageNet weights: these networks were trained on
+# inputs renormalised inside the model.
+TORCHVISION_TRAINED_KWARGS = {
+    "googlenet": {"transform_input": True},
+    "inception_v3": {"transform_input": True},
+}
+# torchvision's DenseNet files predate its module names: 'norm.1' is now 'norm1'.
+LEGACY_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.\w+)$")
+
+
 def _torchvision_module(entry: dict):
     import torchvision
 
@@ -129,6 +140,8 @@ def _torchvision_module(entry: dict):
             f"model '{entry['name']}': torchvision has no '{entry['arch']}': {error}"
         ) from error
     kwargs = {"weights": None}
+    if entry.get("trained"):
+        kwargs.update(TORCHVISION_TRAINED_KWARGS.get(entry["arch"], {}))
     if image_size(entry) and entry["arch"].startswith("vit"):
         kwargs["image_size"] = image_size(entry)
     return builder(**kwargs)
@@ -143,7 +156,10 @@ def build_torchvision(entry: dict, checkpoint: Path | None):
                              f"state_dict or trunk, not '{fmt}'")
         # A trunk (DINO's ResNet-50) has no classifier; the classifier is not a brain layer.
         may_lack = ("fc.", "classifier.", "heads.") if fmt == "trunk" else ()
-        load_into(entry, module, _state_dict_of(torch_load(entry, checkpoint)), may_lack)
+        state = _state_dict_of(torch_load(entry, checkpoint))
+        if entry["arch"].startswith("densenet"):
+            state = {LEGACY_DENSENET_KEY.sub(r"\1\2", key): value for key, value in state.items()}
+        load_into(entry, module, state, may_lack)
     return module, imagenet_preprocessing(entry), "torchvision"
 
 
