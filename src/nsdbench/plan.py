@@ -14,13 +14,13 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
-BYTES_PER_FEATURE = 4  # float32 stores
-
-
 def assign_jobs(
-    inventory: pd.DataFrame, n_images: int, scratch_gb: float, layers_per_job: int
+    inventory: pd.DataFrame, n_images: int, scratch_gb: float, layers_per_job: int,
+    bytes_per_feature: int = 2,
 ) -> pd.DataFrame:
-    """The inventory with ``group`` and ``block`` columns (both small integers, in order)."""
+    """The inventory with ``group`` and ``block`` columns (both small integers, in order).
+
+    ``bytes_per_feature``: 2 for float16 stores (the default), 4 for float32."""
     if inventory.empty:
         raise ValueError("the layer inventory is empty: the model has no layers to benchmark")
     budget = scratch_gb * 1e9
@@ -29,7 +29,7 @@ def assign_jobs(
     group_bytes = 0.0
     block_size = 0
     for n_features in inventory["n_features"]:
-        layer_bytes = float(n_features) * n_images * BYTES_PER_FEATURE
+        layer_bytes = float(n_features) * n_images * bytes_per_feature
         if layer_bytes > budget:
             log.warning(
                 "a layer needs %.1f GB of features, more than extraction.scratch_gb=%g; "

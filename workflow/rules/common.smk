@@ -15,6 +15,7 @@ from nsdbench.weights import fetch, weights_path
 MODELS = {entry["name"]: entry for entry in config["models"]}
 SUBJECTS = [f"{subject:02d}" for subject in config["subjects"]]
 WEIGHTS_CACHE = config["weights_cache"].rstrip("/")
+BYTES_PER_FEATURE = 2 if config["extraction"]["dtype"] == "float16" else 4
 NSD_ROOT = Path(config["nsd"]["root"])
 NSD_FILES = {
     "design": NSD_ROOT / "nsddata/experiments/nsd/nsd_expdesign.mat",
@@ -69,7 +70,7 @@ def _job_plan(path, modified):
     inventory = pd.read_parquet(path)
     return assign_jobs(
         inventory, int(inventory["n_images"].iloc[0]), config["extraction"]["scratch_gb"],
-        config["fit"]["layers_per_job"],
+        config["fit"]["layers_per_job"], BYTES_PER_FEATURE,
     )
 
 
@@ -92,7 +93,7 @@ def group_of_block(wildcards):
 def group_feature_mb(wildcards):
     plan = job_plan(wildcards.model)
     rows = plan[plan["group"] == int(wildcards.group)]
-    return int((rows["n_features"] * rows["n_images"]).sum() * 4 / 1e6) + 1
+    return int((rows["n_features"] * rows["n_images"]).sum() * BYTES_PER_FEATURE / 1e6) + 1
 
 
 def score_files(model):

@@ -1,8 +1,12 @@
 # Feature extraction on GPU (or CPU), one forward pass per model x extraction group.
+# A killed job resumes: its stores grow in "<output>.partial", which is not a declared output,
+# so Snakemake's removal of a failed job's outputs leaves it for the rerun (no shadow: the
+# partial directory must live beside the real output, not in a throwaway copy).
 
 
 rule extract:
     input:
+        unpack(model_weights),
         inventory="results/layers/{model}.parquet",
         stimuli="results/stimuli/train.zarr",
     output:
@@ -12,6 +16,7 @@ rule extract:
         model=model_params,
         batch_size=config["extraction"]["batch_size"],
         device=config["extraction"]["device"],
+        dtype=config["extraction"]["dtype"],
     log:
         "logs/extract/{model}/group-{group}.log",
     benchmark:

@@ -62,6 +62,7 @@ rule generalize:
         seed=config["seed"],
         batch_size=config["extraction"]["batch_size"],
         device=config["extraction"]["device"],
+        dtype=config["extraction"]["dtype"],
     log:
         "logs/generalize/{model}.log",
     benchmark:

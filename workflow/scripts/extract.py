@@ -19,9 +19,13 @@ model = build_model(entry)
 stimuli = read_stimuli_store(snakemake.input.stimuli)
 layers = list(snakemake.params.layers)
 method = inventory["method"].iloc[0]
-log.info("model %s: extracting %d layers (%s) for %d images", entry["name"], len(layers),
-         method, len(stimuli.nsd_ids))
-extract_features(
+log.info("model %s: extracting %d layers (%s) for %d images as %s", entry["name"], len(layers),
+         method, len(stimuli.nsd_ids), params.dtype)
+# A killed job leaves <output>.partial behind (not a declared output, so Snakemake keeps it);
+# the rerun continues from its last finished batch.
+report = extract_features(
     model, stimuli.images, method, layers, snakemake.output[0],
-    batch_size=params.batch_size, device=params.device,
+    batch_size=params.batch_size, dtype=params.dtype, device=params.device,
 )
+log.info("model %s: computed %d batches from image %d (final batch size %d)", entry["name"],
+         report.batches_computed, report.first_image, report.batch_size)

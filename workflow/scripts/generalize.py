@@ -43,7 +43,7 @@ log.info("model %s: %d best layers, %d train + %d test images", entry["name"], l
 srp_dim = srp_dimension(ridge, held_out.n_train)
 scratch = Path(snakemake.output[0]).with_suffix(".features")
 extract_features(build_model(entry), images, inventory["method"].iloc[0], layers, scratch,
-                 batch_size=params.batch_size, device=params.device)
+                 batch_size=params.batch_size, device=params.device, dtype=params.dtype)
 tables = []
 for layer in layers:
     scores = generalization_scores(
