@@ -5,6 +5,7 @@ import warnings
 from pathlib import Path
 
 import h5py
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,12 +13,17 @@ import scipy.stats
 import zarr
 
 from nsdbench.brain import (
+    SUMMARY_COLUMNS,
+    brain_summary,
     build_subject_responses,
     read_response_store,
     read_stimuli_store,
+    shared_train_ids,
     split_half_reliability,
+    store_image_counts,
     write_response_store,
     write_stimuli_store,
+    write_summary,
     zscore_session,
 )
 from nsdbench.demo.nsd_tree import Region, write_fake_nsd
@@ -115,12 +121,22 @@ def test_split_half_reliability_matches_scipy_pearsonr():
 
 
 # ------------------------------------------------------------------ a direct oracle
-def direct_repetitions(tree: NsdTree, xyz: np.ndarray, nsd_ids: np.ndarray) -> np.ndarray:
+def session_volume(tree: NsdTree, session: int, betas_format: str) -> np.ndarray:
+    """(X, Y, Z, T) percent change of one session of subject 1, read whole."""
+    path = tree.betas_path(1, session, betas_format)
+    if betas_format == "hdf5":
+        with h5py.File(path) as handle:
+            return handle["betas"][:].transpose(3, 2, 1, 0) / 300.0
+    return np.asarray(nib.load(path).dataobj) / 300.0
+
+
+def direct_repetitions(
+    tree: NsdTree, xyz: np.ndarray, nsd_ids: np.ndarray, betas_format: str = "hdf5"
+) -> np.ndarray:
     """(images, 3, voxels) z-scored betas, computed straight from the files and the CSV."""
     sessions = []
     for session in range(1, N_SESSIONS + 1):
-        with h5py.File(tree.betas_path(1, session)) as handle:
-            volume = handle["betas"][:].transpose(3, 2, 1, 0) / 300.0  # (X, Y, Z, T)
+        volume = session_volume(tree, session, betas_format)
         values = volume[tuple(xyz.T)].T  # (T, voxels)
         with np.errstate(invalid="ignore", divide="ignore"):
             sessions.append((values - values.mean(axis=0)) / values.std(axis=0))
@@ -135,14 +151,17 @@ def kept_xyz(voxels: pd.DataFrame, roi: str) -> np.ndarray:
     return rows[["x", "y", "z"]].to_numpy()
 
 
-def test_responses_equal_direct_zscore_and_average(tree, responses):
+@pytest.mark.parametrize("betas_format", ["hdf5", "nifti"])
+def test_responses_equal_direct_zscore_and_average(tree, responses, betas_format):
+    if betas_format == "nifti":
+        responses = build(tree, betas_format="nifti")
     for roi in ("V1", "FFA-1"):
         xyz = kept_xyz(responses.voxels, roi)
         for split, nsd_ids in (
             ("train", responses.train_nsd_ids),
             ("test", responses.test_nsd_ids),
         ):
-            expected = direct_repetitions(tree, xyz, nsd_ids).mean(axis=1)
+            expected = direct_repetitions(tree, xyz, nsd_ids, betas_format).mean(axis=1)
             actual = getattr(responses, split)[roi]
             assert actual.dtype == np.float32 and actual.shape == (
                 len(nsd_ids),
@@ -255,8 +274,63 @@ def test_only_images_with_three_repetitions_on_disk_are_eligible(fake, tmp_path)
 
 
 def test_small_rois_warn_with_subject_and_name(tree):
-    with pytest.warns(UserWarning, match="subject 1 ROI OPA"):
+    with pytest.warns(UserWarning, match="subject 1 ROI OPA: .* skipped in scoring"):
         build_subject_responses(tree, 1, ROIS, n_test=N_TEST, n_reliability=N_RELIABILITY)
+
+
+def test_study_subjects_share_one_train_set(fake, tmp_path):
+    root = tmp_path / "nsd"
+    shutil.copytree(fake[0].root, root)
+    tree = NsdTree(root)
+    # Subject 2 lost a session: the shared images shown there are eligible for subject 1 only.
+    (tree.betas_dir(2) / "betas_session03.hdf5").unlink()
+    common = shared_train_ids(tree, [1, 2])
+    design = tree.read_design()
+    lost = design.subject_trials(2, 3 * TRIALS_PER_SESSION)[2 * TRIALS_PER_SESSION :]
+    assert np.array_equal(common, np.setdiff1d(np.arange(N_SHARED), lost))
+    assert np.array_equal(shared_train_ids(tree, [1]), np.arange(N_SHARED))
+    alone = build(tree)
+    assert np.array_equal(alone.train_nsd_ids, np.arange(N_SHARED))
+    for subject in (1, 2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            study = build_subject_responses(
+                tree, subject, ROIS, n_test=5, n_reliability=10, subjects=[1, 2]
+            )
+        assert np.array_equal(study.train_nsd_ids, common)
+        assert study.train["V1"].shape[0] == common.size
+    # Subject 1's responses to the common images are its own, whatever the set.
+    rows = np.searchsorted(alone.train_nsd_ids, common)
+    study_1 = build(tree, subjects=[1, 2])
+    np.testing.assert_array_equal(study_1.train["V1"], alone.train["V1"][rows])
+
+
+def test_summary_counts_kept_voxels_and_images_per_split(responses, tmp_path):
+    path = tmp_path / "sub-01.zarr"
+    write_response_store(path, responses)
+    counts = store_image_counts(path)
+    assert counts == {"train": N_SHARED, "test": N_TEST, "reliability": N_RELIABILITY}
+    second = responses.voxels.assign(subject=2)
+    voxels = pd.concat([responses.voxels, second], ignore_index=True)
+    summary = brain_summary(voxels, {1: counts, 2: {"train": N_SHARED, "test": 7}})
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert summary[["subject", "roi"]].values.tolist() == [
+        [subject, roi] for subject in (1, 2) for roi in ("V1", "FFA-1", "OPA")
+    ]
+    first = summary[summary["subject"] == 1].set_index("roi")
+    assert first["voxels"].to_dict() == {"V1": 30, "FFA-1": 16, "OPA": 30}
+    assert first["kept"].to_dict() == responses.kept_counts()
+    assert first["scored"].to_dict() == {
+        roi: kept >= 10 for roi, kept in responses.kept_counts().items()
+    }
+    assert not first.loc["OPA", "scored"]
+    assert (first["train_images"] == N_SHARED).all() and (first["test_images"] == N_TEST).all()
+    second_rows = summary[summary["subject"] == 2]
+    assert (second_rows["test_images"] == 7).all()
+    assert (second_rows["reliability_images"] == 0).all()
+    written = write_summary(summary, tmp_path / "brain" / "summary.tsv")
+    pd.testing.assert_frame_equal(pd.read_csv(written, sep="\t"), summary)
+    assert siblings(written) == ["summary.tsv"]
 
 
 def test_bad_requests_are_refused(fake, tree, tmp_path):
@@ -285,6 +359,8 @@ def test_response_store_round_trip_is_atomic(responses, tmp_path):
     assert siblings(path) == ["sub-01.zarr"]
     stored = read_response_store(path)
     assert stored.subject == 1 and stored.rois == ["V1", "FFA-1", "OPA"]
+    group = zarr.open_group(str(path), mode="r")
+    np.testing.assert_array_equal(group["reliability_nsd_ids"][:], responses.reliability_nsd_ids)
     np.testing.assert_array_equal(stored.train_nsd_ids, responses.train_nsd_ids)
     np.testing.assert_array_equal(stored.test_nsd_ids, responses.test_nsd_ids)
     for roi in responses.rois:

@@ -246,3 +246,57 @@ def test_invalid_inputs_are_refused(tmp_path, change, message):
     images = np.zeros((50, 4, 4, 3), dtype=np.uint8)
     with pytest.raises(ValueError, match=message):
         write_fake_nsd(tmp_path, images, **(arguments | change))
+
+
+def test_cortex_only_betas_and_a_region_box(tmp_path):
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (N_IMAGES, 4, 4, 3), dtype=np.uint8)
+    regions = [Region("V1", "prf-visualrois", ["V1v", "V1d"], rng.normal(size=(N_IMAGES, 24)))]
+    box = (slice(None), slice(0, 4), slice(1, 5))
+    written = write_fake_nsd(
+        tmp_path, images, n_shared=N_SHARED, subjects={1: regions},
+        own_images_per_subject=OWN, trials_per_session=TRIALS_PER_SESSION, grid=GRID,
+        seed=3, n_unlabelled_cortex=10, betas_outside_cortex=False, region_box=box,
+    )
+    inside = np.zeros(GRID, dtype=bool)
+    inside[box] = True
+    cortex = np.zeros(GRID, dtype=bool)
+    for xyz in (written.region_voxels[1]["V1"], written.noise_voxels[1]):
+        assert inside[tuple(xyz.T)].all()
+        cortex[tuple(xyz.T)] = True
+    has_data = np.any(session_volume(tmp_path, 1) != 0, axis=0)
+    assert np.array_equal(has_data & ~cortex, np.zeros(GRID, dtype=bool))
+    assert has_data[cortex].mean() > 0.9  # all but out-of-view voxels
+    visual = np.asarray(nib.load(tmp_path / ROI_DIR / "prf-visualrois.nii.gz").dataobj)
+    assert np.array_equal(visual >= 0, cortex)
+
+
+def test_real_grid_tree_has_the_released_shapes_and_converts(tmp_path, capsys):
+    from nsdbench.demo.nsd_tree import (
+        REAL_GRID,
+        REAL_GRID_REGIONS,
+        main,
+        real_grid_box,
+        write_real_grid_nsd,
+    )
+
+    assert REAL_GRID == (81, 104, 83) and len(REAL_GRID_REGIONS) == 16
+    grid = (20, 24, 20)  # the real grid itself takes a minute (see tests/test_nsd_reads.py)
+    written = write_real_grid_nsd(
+        tmp_path / "nsd", n_sessions=3, grid=grid, trials_per_session=30, voxel_scale=0.03,
+        write_nifti=True,
+    )
+    with h5py.File(written.root / BETAS / "betas_session03.hdf5") as handle:
+        assert handle["betas"].shape == (30, *grid[::-1]) and handle["betas"].dtype == np.int16
+    assert nib.load(written.root / BETAS / "betas_session03.nii.gz").shape == (*grid, 30)
+    box = real_grid_box(grid)
+    for xyz in written.region_voxels[1].values():
+        assert np.all(xyz[:, 1] < box[1].stop) and np.all(xyz[:, 2] >= box[2].start)
+    with pytest.warns(UserWarning, match="skipped in scoring"):  # the shrunken small ROIs
+        main(["convert", str(written.root), str(tmp_path / "out"), "--n-test", "5",
+              "--n-reliability", "5", "--betas-format", "nifti"])
+    printed = capsys.readouterr().out
+    assert "VWFA-2" in printed and "train_images" in printed
+    assert (tmp_path / "out" / "sub-01.zarr").is_dir()
+    voxels = pd.read_parquet(tmp_path / "out" / "voxels-sub-01.parquet")
+    assert set(voxels["roi"]) == {name for name, *_ in REAL_GRID_REGIONS}

@@ -7,11 +7,16 @@ response profiles, over the subject's own reliability images) reaches a threshol
 alternatively, when the released ncsnr does.
 
 Image sets per subject:
-- train: the shared images (NSD shared1000), in sorted nsd id order;
+- train: the shared images (NSD shared1000), in sorted nsd id order; given the study's
+  subjects, only those eligible for every one of them, so all subjects share one train set;
 - test: ``n_test`` of the subject's own images (seeded);
 - reliability: ``n_reliability`` further own images, disjoint from test, used only to select
   voxels.
 Only images whose three repetitions all lie in the sessions on disk are eligible.
+
+Memory: each session is read one block of ROI bounding boxes at a time (``nsd.py``); what
+grows with the data is the (images, 3, voxels) float32 array of z-scored repetitions of the
+needed images (about 36 kB per ROI voxel for 3000 images).
 """
 
 from __future__ import annotations
@@ -34,6 +39,11 @@ from nsdbench.rsa import pearson_columns
 MIN_KEPT_VOXELS = 10
 SELECTIONS = ("reliability", "ncsnr")
 VOXEL_TABLE_COLUMNS = ["subject", "roi", "x", "y", "z", "reliability", "ncsnr", "kept"]
+SPLITS = ("train", "test", "reliability")
+SUMMARY_COLUMNS = [
+    "subject", "roi", "voxels", "kept", "scored",
+    "train_images", "test_images", "reliability_images",
+]
 # Images per batch when copying stimuli: bounds memory at about 35 MB for 425x425 images.
 STIMULI_BATCH = 64
 
@@ -113,7 +123,9 @@ def split_half_reliability(repetitions: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------ image sets
-def trial_table(tree: NsdTree, subject: int, sessions: list[int]) -> pd.DataFrame:
+def trial_table(
+    tree: NsdTree, subject: int, sessions: list[int], betas_format: str | None = None
+) -> pd.DataFrame:
     """One row per trial on disk: session, row in the session file, global trial, nsd id, rep.
 
     ``rep`` (0, 1, 2) is the chronological repetition index of the image among the trials on
@@ -122,7 +134,7 @@ def trial_table(tree: NsdTree, subject: int, sessions: list[int]) -> pd.DataFram
     design = tree.design
     parts = []
     for session in sessions:
-        n_trials = design.trials_in_session(session)
+        n_trials = tree.expected_trials(subject, session, betas_format)
         first = design.first_trial(session)
         parts.append(
             pd.DataFrame(
@@ -142,6 +154,28 @@ def trial_table(tree: NsdTree, subject: int, sessions: list[int]) -> pd.DataFram
     return trials
 
 
+def eligible_images(trials: pd.DataFrame) -> np.ndarray:
+    """Sorted nsd ids whose 3 presentations all lie in the trials on disk."""
+    return np.unique(trials.loc[trials["n_reps"] == MAX_REPETITIONS, "nsd_id"])
+
+
+def shared_train_ids(
+    tree: NsdTree, subjects: list[int], betas_format: str | None = None
+) -> np.ndarray:
+    """The train images of a study: shared images eligible for every one of ``subjects``.
+
+    With all 40 sessions, subjects 1, 2, 5 and 7 saw every shared image 3 times, so this is
+    all of shared1000; on a mirror with fewer sessions (or other subjects) it is the common
+    part, so that every subject's train responses line up with the one train stimuli store.
+    """
+    train = tree.design.shared_nsd_ids()
+    for subject in subjects:
+        sessions = tree.sessions(subject, betas_format)
+        eligible = eligible_images(trial_table(tree, subject, sessions, betas_format))
+        train = np.intersect1d(train, eligible)
+    return train
+
+
 def choose_image_sets(
     trials: pd.DataFrame,
     shared_nsd_ids: np.ndarray,
@@ -149,10 +183,15 @@ def choose_image_sets(
     n_test: int,
     n_reliability: int,
     seed: int,
+    train_nsd_ids: np.ndarray | None = None,
 ) -> _ImageSets:
-    """Train = eligible shared images; test and reliability = disjoint random own images."""
-    eligible = np.unique(trials.loc[trials["n_reps"] == MAX_REPETITIONS, "nsd_id"])
+    """Train = eligible shared images (within ``train_nsd_ids`` if given); test and
+    reliability = disjoint random own images."""
+    eligible = eligible_images(trials)
     is_shared = np.isin(eligible, shared_nsd_ids)
+    train = eligible[is_shared]
+    if train_nsd_ids is not None:
+        train = np.intersect1d(train, train_nsd_ids)
     own = eligible[~is_shared]
     if n_test + n_reliability > own.size:
         raise ValueError(
@@ -161,7 +200,7 @@ def choose_image_sets(
         )
     shuffled = np.random.default_rng(seed).permutation(own)
     return _ImageSets(
-        train=eligible[is_shared],
+        train=train,
         test=np.sort(shuffled[:n_test]),
         reliability=np.sort(shuffled[n_test : n_test + n_reliability]),
     )
@@ -180,34 +219,45 @@ def build_subject_responses(
     ncsnr_threshold: float = 0.2,
     seed: int = 0,
     betas_format: str | None = None,
+    subjects: list[int] | None = None,
 ) -> SubjectResponses:
     """Per-session z-scored, repetition-averaged responses of reliable voxels per ROI.
 
-    ``betas_format`` (``"hdf5"`` or ``"nifti"``) defaults to the tree's own setting. ROIs with
-    fewer than ``MIN_KEPT_VOXELS`` kept voxels trigger a warning and are still returned; the
-    caller decides whether to skip them.
+    ``betas_format`` (``"hdf5"`` or ``"nifti"``) defaults to the tree's own setting.
+    ``subjects`` are the study's subjects: the train images are then the shared images
+    eligible for all of them (:func:`shared_train_ids`), the same in every subject's store.
+    ROIs with fewer than ``MIN_KEPT_VOXELS`` kept voxels trigger a warning and are still
+    returned; scoring skips them (``fit.BrainTargets``).
     """
     if selection not in SELECTIONS:
         raise ValueError(f"selection {selection!r}: expected one of {SELECTIONS}")
     if not rois or len({roi.name for roi in rois}) != len(rois):
         raise ValueError("rois must be a non-empty list with unique names")
+    # Every input is checked before the long read of the betas, so a bad file fails fast.
     sessions = tree.sessions(subject, betas_format)
-    trials = trial_table(tree, subject, sessions)
+    trials = trial_table(tree, subject, sessions, betas_format)
+    train_ids = None
+    if subjects:
+        train_ids = shared_train_ids(tree, sorted({*subjects, subject}), betas_format)
     images = choose_image_sets(
         trials,
         tree.design.shared_nsd_ids(),
         n_test=n_test,
         n_reliability=n_reliability,
         seed=seed,
+        train_nsd_ids=train_ids,
     )
-    masks = {roi.name: tree.roi_mask(subject, roi) for roi in rois}
+    check_stim_info(tree, subject, trials, _needed_nsd_ids(images))
+    masks = tree.roi_masks(subject, rois)
     union = np.logical_or.reduce(list(masks.values()))
+    ncsnr = _ncsnr_at(tree, subject, union, required=selection == "ncsnr")
+    for session in sessions:
+        tree.check_session_betas(subject, session, union.shape, betas_format)
     repetitions, has_data = _read_repetitions(
         tree, subject, sessions, trials, images, union, betas_format
     )
     union_xyz = np.argwhere(union)
     reliability = split_half_reliability(repetitions[_rows(images, images.reliability)])
-    ncsnr = _ncsnr_at(tree, subject, union, required=selection == "ncsnr")
     metric, threshold = (
         (reliability, reliability_threshold)
         if selection == "reliability"
@@ -240,7 +290,7 @@ def build_subject_responses(
         if roi_kept.size < MIN_KEPT_VOXELS:
             warnings.warn(
                 f"subject {subject} ROI {name}: only {roi_kept.size} voxels pass {selection} "
-                f">= {threshold} (fewer than {MIN_KEPT_VOXELS})",
+                f">= {threshold} (fewer than {MIN_KEPT_VOXELS}); the ROI is skipped in scoring",
                 stacklevel=2,
             )
     voxels = pd.concat(voxel_tables, ignore_index=True)[VOXEL_TABLE_COLUMNS]
@@ -253,6 +303,33 @@ def build_subject_responses(
         reliability_nsd_ids=images.reliability,
         voxels=voxels,
     )
+
+
+def check_stim_info(
+    tree: NsdTree, subject: int, trials: pd.DataFrame, nsd_ids: np.ndarray
+) -> None:
+    """The stim info CSV must list, for each image used, the trials the design maps to it.
+
+    Two independent routes to the same trial -> image mapping (``masterordering`` and
+    ``subjectim`` against ``subject{s}_rep0..2``); a disagreement means the files come from
+    different releases or a 0/1-based slip, and every response would be misassigned.
+    """
+    listed = tree.read_repetition_trials(subject)
+    absent = np.setdiff1d(nsd_ids, listed.index.to_numpy())
+    if absent.size:
+        raise NsdError(f"{tree.stim_info_path}: expected rows for nsd ids {absent[:5].tolist()}")
+    from_csv = np.sort(listed.loc[nsd_ids].to_numpy(), axis=1)
+    used = trials[trials["nsd_id"].isin(nsd_ids)].sort_values(["nsd_id", "trial"])
+    # Every image used has its 3 trials on disk; trial ids in the CSV are 1-based.
+    from_design = used["trial"].to_numpy().reshape(-1, MAX_REPETITIONS) + 1
+    wrong = np.flatnonzero(np.any(from_csv != from_design, axis=1))
+    if wrong.size:
+        row = wrong[0]
+        raise NsdError(
+            f"{tree.stim_info_path}: subject{subject}_rep0..2 list trials "
+            f"{from_csv[row].tolist()} for nsd id {nsd_ids[row]}, but {tree.expdesign_path} "
+            f"maps trials {from_design[row].tolist()} to it ({wrong.size} images disagree)"
+        )
 
 
 def _needed_nsd_ids(images: _ImageSets) -> np.ndarray:
@@ -338,9 +415,13 @@ def _write_atomically(path: str | Path, write_group) -> Path:
 def write_response_store(path: str | Path, responses: ResponseSet) -> Path:
     """Write train/test responses per ROI as a zarr v3 group (atomically)."""
 
+    reliability_ids = getattr(responses, "reliability_nsd_ids", None)
+
     def write(group: zarr.Group) -> None:
         group.create_array("train_nsd_ids", data=np.asarray(responses.train_nsd_ids, np.int64))
         group.create_array("test_nsd_ids", data=np.asarray(responses.test_nsd_ids, np.int64))
+        if reliability_ids is not None:
+            group.create_array("reliability_nsd_ids", data=np.asarray(reliability_ids, np.int64))
         for split, by_roi in (("train", responses.train), ("test", responses.test)):
             split_group = group.create_group(split)
             for roi, values in by_roi.items():
@@ -367,6 +448,50 @@ def read_response_store(path: str | Path) -> ResponseSet:
         train={roi: group[f"train/{roi}"][:] for roi in rois},
         test={roi: group[f"test/{roi}"][:] for roi in rois},
     )
+
+
+def store_image_counts(path: str | Path) -> dict[str, int]:
+    """Images per split of a response store, from the id arrays' shapes (no data is read)."""
+    group = zarr.open_group(store=str(path), mode="r")
+    return {
+        split: int(group[f"{split}_nsd_ids"].shape[0])
+        for split in SPLITS
+        if f"{split}_nsd_ids" in group
+    }
+
+
+def image_counts_by_subject(store_paths) -> dict[int, dict[str, int]]:
+    """subject -> images per split, for several response stores."""
+    return {
+        int(zarr.open_group(store=str(path), mode="r").attrs["subject"]): store_image_counts(path)
+        for path in store_paths
+    }
+
+
+# ---------------------------------------------------------------------------- summary
+def brain_summary(voxels: pd.DataFrame, image_counts: dict[int, dict[str, int]]) -> pd.DataFrame:
+    """Voxels and kept voxels per subject x ROI, whether the ROI is scored (at least
+    ``MIN_KEPT_VOXELS`` kept), and the subject's images per split (``image_counts``:
+    subject -> split -> count, e.g. from :func:`store_image_counts`)."""
+    grouped = voxels.groupby(["subject", "roi"], sort=False)["kept"]
+    summary = grouped.agg(voxels="size", kept="sum").reset_index()
+    summary["kept"] = summary["kept"].astype(int)
+    summary["scored"] = summary["kept"] >= MIN_KEPT_VOXELS
+    for split in SPLITS:
+        summary[f"{split}_images"] = [
+            image_counts.get(int(subject), {}).get(split, 0) for subject in summary["subject"]
+        ]
+    return summary[SUMMARY_COLUMNS]
+
+
+def write_summary(summary: pd.DataFrame, path: str | Path) -> Path:
+    """The summary as TSV, written under a temporary name and renamed when complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+    summary.to_csv(partial, sep="\t", index=False)
+    os.replace(partial, path)
+    return path
 
 
 def write_stimuli_store(path: str | Path, tree: NsdTree, nsd_ids: np.ndarray) -> Path:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from nsdbench.brain import read_response_store
+from nsdbench.brain import MIN_KEPT_VOXELS, read_response_store
 from nsdbench.reduce import centred_gram_of, reduce_layer, srp_seed
 from nsdbench.ridge import DualRidge
 from nsdbench.rsa import compare_rdms, rdm
@@ -20,7 +20,7 @@ from nsdbench.rsa import compare_rdms, rdm
 log = logging.getLogger(__name__)
 
 METRICS = ("crsa", "versa", "voxel_r")
-MIN_VOXELS = 10
+MIN_VOXELS = MIN_KEPT_VOXELS  # an ROI with fewer kept voxels is not scored
 
 
 def full_sample_intercept(predictions: np.ndarray, responses: np.ndarray) -> np.ndarray:

@@ -31,6 +31,10 @@ SESSION_FILE_PATTERN = re.compile(r"^betas_session(\d{2})\.(hdf5|nii\.gz)$")
 N_DESIGN_SUBJECTS = 8
 MAX_REPETITIONS = 3
 BETAS_SUBDIR = "func1pt8mm/betas_fithrf_GLMdenoise_RR"
+# Betas are read in pieces of at most this many int16 values (16 MB). A session file is about
+# 1 GB and the 16 ROIs' bounding box a good part of it. Smaller pieces are also faster for the
+# HDF5 files: HDF5 keeps a selection record per chunk read at once, and a chunk is one voxel.
+READ_BLOCK_VALUES = 8 * 2**20
 
 
 class NsdError(ValueError):
@@ -56,14 +60,18 @@ class NsdDesign:
 
     ``masterordering`` (T,) holds the 10k index (1..K) of every trial; ``subjectim`` (8, K)
     the 73k id (1..73000) of each 10k index per subject; ``sharedix`` (S,) the sorted 73k ids
-    of the shared images; ``basiccnt`` (3, n_sessions) counts, per session, the images shown
-    once, twice and three times in that session.
+    of the shared images; ``basiccnt`` (3, n_sessions) per-session image counts by number of
+    presentations; ``stimpattern`` (n_sessions, 12 runs, slots) 0/1 marks of stimulus trials.
+
+    Trials per session are counted from ``stimpattern``: it marks every stimulus trial, so
+    the count does not depend on how ``basiccnt`` tallies repeated images.
     """
 
     masterordering: np.ndarray
     subjectim: np.ndarray
     sharedix: np.ndarray
     basiccnt: np.ndarray
+    stimpattern: np.ndarray
 
     @property
     def n_shared(self) -> int:
@@ -71,7 +79,10 @@ class NsdDesign:
 
     @property
     def n_sessions(self) -> int:
-        return int(self.basiccnt.shape[1])
+        return int(self.stimpattern.shape[0])
+
+    def has_session(self, session: int) -> bool:
+        return 1 <= session <= self.n_sessions
 
     def shared_nsd_ids(self) -> np.ndarray:
         """Sorted 0-based nsd ids of the shared images."""
@@ -80,8 +91,7 @@ class NsdDesign:
     def trials_in_session(self, session: int) -> int:
         """Number of stimulus trials the design puts in ``session`` (1-based)."""
         self._check_session(session)
-        times_shown = np.arange(1, MAX_REPETITIONS + 1)
-        return int(times_shown @ self.basiccnt[:, session - 1])
+        return int(self.stimpattern[session - 1].sum())
 
     def first_trial(self, session: int) -> int:
         """0-based global trial index of the first trial of ``session``."""
@@ -99,7 +109,7 @@ class NsdDesign:
         return self.subjectim[subject - 1, img10k - 1] - 1
 
     def _check_session(self, session: int) -> None:
-        if not 1 <= session <= self.n_sessions:
+        if not self.has_session(session):
             raise ValueError(f"session {session}: the design has sessions 1..{self.n_sessions}")
 
 
@@ -179,13 +189,14 @@ class NsdTree:
             raise NsdError(f"{path}: not a readable MATLAB file ({error})") from error
         fields = {
             name: _design_field(mat, name, path)
-            for name in ("masterordering", "subjectim", "sharedix", "basiccnt")
+            for name in ("masterordering", "subjectim", "sharedix", "basiccnt", "stimpattern")
         }
         design = NsdDesign(
             masterordering=fields["masterordering"].ravel(),
             subjectim=fields["subjectim"],
             sharedix=fields["sharedix"].ravel(),
             basiccnt=fields["basiccnt"],
+            stimpattern=fields["stimpattern"],
         )
         _validate_design(design, path)
         return design
@@ -220,7 +231,8 @@ class NsdTree:
     ) -> np.ndarray:
         """Betas (% signal change, float32) of one session, shape (trials, voxels of mask).
 
-        Only the mask's bounding box is read from disk. The trial count comes from the file
+        Only bounding boxes of the mask's voxels are read from disk, a block at a time (see
+        ``_read_hdf5_betas`` and ``_read_nifti_betas``). The trial count comes from the file
         and must agree with the design.
         """
         betas_format = _check_format(betas_format or self.betas_format)
@@ -228,18 +240,49 @@ class NsdTree:
             self.betas_path(subject, session, betas_format),
             f"betas of session {session}",
         )
+        expected_trials = self.expected_trials(subject, session, betas_format)
         mask_xyz = np.asarray(mask_xyz, dtype=bool)
         if betas_format == "hdf5":
-            raw = _read_hdf5_betas(path, mask_xyz)
+            raw = _read_hdf5_betas(path, mask_xyz, expected_trials)
         else:
-            raw = _read_nifti_betas(path, mask_xyz)
-        expected = self.design.trials_in_session(session)
-        if raw.shape[0] != expected:
-            raise NsdError(
-                f"{path}: holds {raw.shape[0]} trials but the design "
-                f"({self.expdesign_path.name}) expects {expected} in session {session}"
-            )
+            raw = _read_nifti_betas(path, mask_xyz, expected_trials)
         return raw.astype(np.float32) / np.float32(BETA_SCALE)
+
+    def check_session_betas(
+        self, subject: int, session: int, grid_xyz: tuple, betas_format: str | None = None
+    ) -> None:
+        """Check a session file's dtype, grid and trial count from its header, reading no
+        betas: lets a job refuse a bad file before it spends time on the good ones."""
+        betas_format = _check_format(betas_format or self.betas_format)
+        path = _require_file(
+            self.betas_path(subject, session, betas_format),
+            f"betas of session {session}",
+        )
+        expected_trials = self.expected_trials(subject, session, betas_format)
+        if betas_format == "hdf5":
+            with h5py.File(path, "r") as handle:
+                if "betas" not in handle:
+                    raise NsdError(f"{path}: missing dataset 'betas'")
+                shape, dtype = handle["betas"].shape, handle["betas"].dtype
+            _check_betas(path, dtype, shape, (None, *tuple(grid_xyz)[::-1]), "(T, Z, Y, X)")
+            n_trials = shape[0]
+        else:
+            image = _load_nifti(path)
+            shape, dtype = image.shape, image.get_data_dtype()
+            _check_betas(path, dtype, shape, (*grid_xyz, None), "(X, Y, Z, T)")
+            n_trials = shape[3]
+        _check_trials(path, n_trials, expected_trials)
+
+    def expected_trials(self, subject: int, session: int, betas_format: str | None = None) -> int:
+        """Trials the design puts in ``session``; a session file the design lacks is an error."""
+        if not self.design.has_session(session):
+            path = self.betas_path(subject, session, betas_format)
+            raise NsdError(
+                f"{path}: session {session} is not in the design ({self.expdesign_path}: "
+                f"sessions 1..{self.design.n_sessions}); expected only betas_session01.."
+                f"{self.design.n_sessions:02d}"
+            )
+        return self.design.trials_in_session(session)
 
     def read_ncsnr(self, subject: int) -> np.ndarray | None:
         """The noise-ceiling SNR volume (X, Y, Z) float32, or None when the file is absent."""
@@ -281,6 +324,21 @@ class NsdTree:
             raise NsdError(f"{path}: expected consecutive ids 0..N starting with 0 Unknown")
         return dict(zip(names[1:], ids[1:], strict=True))
 
+    def roi_masks(self, subject: int, rois: list[RoiSpec]) -> dict[str, np.ndarray]:
+        """Masks of several ROIs by name, checked to lie on one (X, Y, Z) grid."""
+        masks, grid_file = {}, None
+        for roi in rois:
+            mask = self.roi_mask(subject, roi)
+            if grid_file is None:
+                grid_file, grid = roi.file, mask.shape
+            elif mask.shape != grid:
+                raise NsdError(
+                    f"{self.roi_path(subject, roi.file)}: expected an (X, Y, Z) volume of shape "
+                    f"{grid} like {self.roi_path(subject, grid_file).name}, got {mask.shape}"
+                )
+            masks[roi.name] = mask
+        return masks
+
     def roi_mask(self, subject: int, roi: RoiSpec) -> np.ndarray:
         """Boolean (X, Y, Z) mask: the union of the ROI's labels in its volume."""
         table = self.read_label_table(subject, roi.file)
@@ -302,6 +360,17 @@ class NsdTree:
         if not required <= set(info.columns):
             raise NsdError(f"{path}: expected columns {sorted(required)}, missing some")
         return info
+
+    def read_repetition_trials(self, subject: int) -> pd.DataFrame:
+        """Per nsd id, the 1-based trial ids of the subject's 3 presentations (0: not shown),
+        from the stim info CSV columns ``subject{s}_rep0..2``."""
+        _check_subject(subject)
+        info = self.read_stim_info()
+        columns = [f"subject{subject}_rep{rep}" for rep in range(MAX_REPETITIONS)]
+        missing = [column for column in columns if column not in info.columns]
+        if missing:
+            raise NsdError(f"{self.stim_info_path}: missing columns {missing}")
+        return info[columns]
 
     def read_stimuli(self, nsd_ids: np.ndarray) -> np.ndarray:
         """Images (n, H, W, 3) uint8 for 0-based nsd ids, in the order given."""
@@ -338,67 +407,134 @@ def _validate_design(design: NsdDesign, path: Path) -> None:
     subjectim, n_shared = design.subjectim, design.n_shared
     if subjectim.ndim != 2 or subjectim.shape[0] != N_DESIGN_SUBJECTS:
         raise NsdError(f"{path}: subjectim must be (8, K), got {subjectim.shape}")
-    if design.basiccnt.ndim != 2 or design.basiccnt.shape[0] != MAX_REPETITIONS:
-        raise NsdError(f"{path}: basiccnt must be (3, n_sessions), got {design.basiccnt.shape}")
+    pattern = design.stimpattern
+    if pattern.ndim != 3 or not np.isin(pattern, (0, 1)).all():
+        raise NsdError(
+            f"{path}: stimpattern must be 0/1 marks (n_sessions, runs, slots), got {pattern.shape}"
+        )
+    if design.basiccnt.shape != (MAX_REPETITIONS, pattern.shape[0]):
+        raise NsdError(
+            f"{path}: basiccnt must be (3, {pattern.shape[0]}) like stimpattern's sessions, "
+            f"got {design.basiccnt.shape}"
+        )
     order = design.masterordering
     if order.size and (order.min() < 1 or order.max() > subjectim.shape[1]):
         raise NsdError(f"{path}: masterordering must hold 10k indices 1..{subjectim.shape[1]}")
     if not np.all(subjectim[:, :n_shared] == design.sharedix):
         raise NsdError(f"{path}: subjectim[:, :S] must equal sharedix for every subject")
-    n_design_trials = int(design.basiccnt.sum(axis=1) @ np.arange(1, MAX_REPETITIONS + 1))
+    n_design_trials = int(pattern.sum())
     if n_design_trials > order.size:
         raise NsdError(
-            f"{path}: basiccnt counts {n_design_trials} trials, masterordering has {order.size}"
+            f"{path}: stimpattern marks {n_design_trials} trials, masterordering has {order.size}"
         )
 
 
-def _load_nifti(path: Path) -> nib.Nifti1Image:
+def _load_nifti(path: Path, **options) -> nib.Nifti1Image:
     try:
-        return nib.load(path)
+        return nib.load(path, **options)
     except Exception as error:  # nibabel raises several unrelated types for a bad file
         raise NsdError(f"{path}: not a readable NIfTI file ({error})") from error
 
 
-def _read_hdf5_betas(path: Path, mask_xyz: np.ndarray) -> np.ndarray:
-    """int16 betas of the masked voxels; the file holds (T, Z, Y, X)."""
+def _column_index(mask_xyz: np.ndarray) -> np.ndarray:
+    """(X, Y, Z) int array: each mask voxel's column in ``np.argwhere(mask)`` order, else -1."""
+    index = np.full(mask_xyz.shape, -1, dtype=np.int64)
+    index[mask_xyz] = np.arange(int(mask_xyz.sum()))
+    return index
+
+
+def _slab_boxes(mask_xyz: np.ndarray, max_voxels: int) -> list[tuple[slice, slice, slice]]:
+    """Boxes (x, y, z slices) that together hold every voxel of the mask, each at most
+    ``max_voxels`` (or one x plane) large.
+
+    The mask's bounding box is cut into slabs along x, and each slab shrinks to the bounding
+    box of its own mask voxels; slabs without any are skipped, e.g. the gap between the two
+    hemispheres' parts of a bilateral ROI set.
+    """
+    if not mask_xyz.any():
+        return []
+    xs, ys, zs = _mask_bounding_box(mask_xyz)
+    plane = (ys.stop - ys.start) * (zs.stop - zs.start)
+    width = max(1, max_voxels // plane)
+    boxes = []
+    for start in range(xs.start, xs.stop, width):
+        slab = mask_xyz[start : start + width]
+        if slab.any():
+            sx, sy, sz = _mask_bounding_box(slab)
+            boxes.append((slice(start + sx.start, start + sx.stop), sy, sz))
+    return boxes
+
+
+def _check_betas(path: Path, dtype, shape: tuple, expected: tuple, axes: str) -> None:
+    """int16 of the ``expected`` shape (None: any length), else an error naming the file."""
+    fits = len(shape) == len(expected) and all(
+        want is None or have == want for have, want in zip(shape, expected, strict=True)
+    )
+    if not fits or dtype != np.int16:
+        shown = ", ".join("T" if want is None else str(want) for want in expected)
+        raise NsdError(
+            f"{path}: expected int16 betas {axes} of shape ({shown}) on the ROI volumes' grid, "
+            f"got {dtype} {tuple(shape)}"
+        )
+
+
+def _check_trials(path: Path, n_trials: int, expected_trials: int) -> None:
+    if n_trials != expected_trials:
+        raise NsdError(
+            f"{path}: holds {n_trials} trials but the design (nsd_expdesign.mat) expects "
+            f"{expected_trials} in this session"
+        )
+
+
+def _read_hdf5_betas(path: Path, mask_xyz: np.ndarray, expected_trials: int) -> np.ndarray:
+    """int16 betas (T, mask voxels in argwhere order); the file holds (T, Z, Y, X).
+
+    The released files are chunked one voxel time course per chunk, so a hyperslab costs what
+    its voxels cost: reading slab boxes (``_slab_boxes``) fetches little beyond the mask and
+    holds at most ``READ_BLOCK_VALUES`` values besides the result.
+    """
     with h5py.File(path, "r") as handle:
         if "betas" not in handle:
             raise NsdError(f"{path}: missing dataset 'betas'")
         betas = handle["betas"]
-        expected_shape = mask_xyz.shape[::-1]
-        if betas.ndim != 4 or betas.shape[1:] != expected_shape or betas.dtype != np.int16:
-            raise NsdError(
-                f"{path}: expected int16 betas of shape (T, {', '.join(map(str, expected_shape))})"
-                f", got {betas.dtype} {betas.shape}"
-            )
-        if not mask_xyz.any():
-            return np.zeros((betas.shape[0], 0), dtype=np.int16)
-        xs, ys, zs = _mask_bounding_box(mask_xyz)
-        box_tzyx = betas[:, zs, ys, xs]
-    box_txyz = box_tzyx.transpose(0, 3, 2, 1)
-    return box_txyz[:, mask_xyz[xs, ys, zs]]
+        _check_betas(path, betas.dtype, betas.shape, (None, *mask_xyz.shape[::-1]), "(T, Z, Y, X)")
+        _check_trials(path, betas.shape[0], expected_trials)
+        out = np.empty((betas.shape[0], int(mask_xyz.sum())), dtype=np.int16)
+        column = _column_index(mask_xyz)
+        for xs, ys, zs in _slab_boxes(mask_xyz, READ_BLOCK_VALUES // max(1, betas.shape[0])):
+            inside = mask_xyz[xs, ys, zs]
+            box_txyz = betas[:, zs, ys, xs].transpose(0, 3, 2, 1)
+            out[:, column[xs, ys, zs][inside]] = box_txyz[:, inside]
+    return out
 
 
-def _read_nifti_betas(path: Path, mask_xyz: np.ndarray) -> np.ndarray:
-    """int16 betas of the masked voxels; the file holds (X, Y, Z, T) without scaling."""
-    image = _load_nifti(path)
+def _read_nifti_betas(path: Path, mask_xyz: np.ndarray, expected_trials: int) -> np.ndarray:
+    """int16 betas (T, mask voxels in argwhere order); the file holds (X, Y, Z, T), unscaled.
+
+    The mask's bounding box is read a block of trials at a time. T is the file's slowest
+    axis, so increasing blocks walk forward through the (gzip) file on one open stream and
+    decompress it once, while at most ``READ_BLOCK_VALUES`` values are held besides the result.
+    """
+    image = _load_nifti(path, keep_file_open=True)
     shape, dtype = image.shape, image.get_data_dtype()
-    if len(shape) != 4 or shape[:3] != mask_xyz.shape or dtype != np.int16:
-        raise NsdError(
-            f"{path}: expected int16 betas of shape ({', '.join(map(str, mask_xyz.shape))}, T)"
-            f", got {dtype} {shape}"
-        )
+    _check_betas(path, dtype, shape, (*mask_xyz.shape, None), "(X, Y, Z, T)")
+    _check_trials(path, shape[3], expected_trials)
     # nibabel moves scl_slope/scl_inter from the header into the array proxy on load (and
     # reports unset scaling as 1 and 0), so the proxy is where the file's scaling shows.
     slope = float(getattr(image.dataobj, "slope", 1.0))
     intercept = float(getattr(image.dataobj, "inter", 0.0))
     if slope != 1.0 or intercept != 0.0:
         raise NsdError(f"{path}: expected no header scaling, got slope {slope}, inter {intercept}")
-    if not mask_xyz.any():
-        return np.zeros((shape[3], 0), dtype=np.int16)
+    out = np.empty((shape[3], int(mask_xyz.sum())), dtype=np.int16)
+    if not out.size:
+        return out
     xs, ys, zs = _mask_bounding_box(mask_xyz)
-    box_xyzt = np.asarray(image.dataobj[xs, ys, zs, :])
-    return box_xyzt[mask_xyz[xs, ys, zs]].T
+    inside = mask_xyz[xs, ys, zs]
+    block = max(1, READ_BLOCK_VALUES // inside.size)
+    for start in range(0, shape[3], block):
+        box_xyzt = np.asarray(image.dataobj[xs, ys, zs, start : start + block])
+        out[start : start + block] = box_xyzt[inside].T
+    return out
 
 
 def _image_brick(handle: h5py.File, path: Path) -> h5py.Dataset:

@@ -13,6 +13,7 @@ rule brain_responses:
         images=config["images"],
         voxels=config["voxels"],
         seed=config["seed"],
+        subjects=config["subjects"],
     log:
         "logs/brain/sub-{subject}.log",
     benchmark:
@@ -28,9 +29,11 @@ rule brain_responses:
 
 rule voxel_table:
     input:
-        expand("results/brain/voxels-sub-{subject}.parquet", subject=SUBJECTS),
+        voxels=expand("results/brain/voxels-sub-{subject}.parquet", subject=SUBJECTS),
+        stores=expand("results/brain/sub-{subject}.zarr", subject=SUBJECTS),
     output:
-        "results/brain/voxels.parquet",
+        voxels="results/brain/voxels.parquet",
+        summary="results/brain/summary.tsv",
     log:
         "logs/brain/voxel_table.log",
     localrule: True
@@ -45,6 +48,9 @@ rule train_stimuli:
         **nsd_inputs(),
     output:
         directory("results/stimuli/train.zarr"),
+    params:
+        nsd=config["nsd"],
+        subjects=config["subjects"],
     log:
         "logs/stimuli/train.log",
     resources:

@@ -13,10 +13,17 @@ What is simulated, per subject with data:
 - trial betas = z-scored signal + Gaussian noise, then a per-session offset and scale per voxel
   (so per-session z-scoring matters), stored as int16 percent change x 300;
 - a few region voxels all zero in one session (out of the field of view).
+
+At the real func1pt8mm grid (:func:`write_real_grid_nsd`, also ``python -m
+nsdbench.demo.nsd_tree real-grid``) only cortex voxels carry betas, so the generator's memory
+stays small while the files have the released size; ``python -m nsdbench.demo.nsd_tree
+convert`` then runs the workflow's brain conversion on such a tree, to measure it.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,8 +96,9 @@ class _Design:
 
 @dataclass
 class _Layout:
-    brain: np.ndarray  # (X, Y, Z) bool: voxels with data
+    brain: np.ndarray  # (X, Y, Z) bool: the brain, where regions may lie
     cortex: np.ndarray  # (X, Y, Z) bool: region and unlabelled cortex voxels
+    data: np.ndarray  # (X, Y, Z) bool: voxels with betas (the brain, or only the cortex)
     region_voxels: dict[str, np.ndarray]
     region_labels: dict[str, np.ndarray]
     noise_voxels: np.ndarray
@@ -110,9 +118,17 @@ def write_fake_nsd(
     write_nifti: bool = False,
     n_unlabelled_cortex: int = 20,
     n_out_of_fov: int = 3,
+    betas_outside_cortex: bool = True,
+    region_box: tuple[slice, slice, slice] | None = None,
 ) -> FakeNsd:
     """Write a fake NSD tree under ``root``; ``images`` are nsd ids 0..N-1, the first
-    ``n_shared`` of them shared by all subjects."""
+    ``n_shared`` of them shared by all subjects.
+
+    ``betas_outside_cortex=False`` leaves every voxel but the cortex all zero (as if outside
+    the brain mask), which keeps the simulation small at the real grid. ``region_box`` (x, y,
+    z slices) confines the regions and unlabelled cortex to part of the grid, as visual
+    cortex is: it sets how large the ROIs' bounding box is.
+    """
     root = Path(root)
     images = np.asarray(images)
     _validate_inputs(images, n_shared, subjects, own_images_per_subject, trials_per_session)
@@ -132,13 +148,15 @@ def write_fake_nsd(
 
     written = FakeNsd(root, design.n_sessions, trials_per_session)
     for subject, regions in sorted(subjects.items()):
-        layout = _layout_subject(rng, grid, regions, n_unlabelled_cortex)
+        layout = _layout_subject(
+            rng, grid, regions, n_unlabelled_cortex, betas_outside_cortex, region_box
+        )
         _write_roi_files(root, subject, layout, regions)
         out_of_fov = _choose_out_of_fov(rng, layout, design.n_sessions, n_out_of_fov)
         betas = _simulate_betas(
             rng, design, subject, layout, regions, images.shape[0], noise_sd, out_of_fov
         )
-        _write_betas(root, subject, betas, layout.brain, write_nifti)
+        _write_betas(root, subject, betas, layout.data, write_nifti)
         _write_ncsnr(root, subject, betas, design, layout=layout)
         written.region_voxels[subject] = layout.region_voxels
         written.region_labels[subject] = layout.region_labels
@@ -335,9 +353,15 @@ def _layout_subject(
     grid: tuple[int, int, int],
     regions: list[Region],
     n_unlabelled_cortex: int,
+    betas_outside_cortex: bool = True,
+    region_box: tuple[slice, slice, slice] | None = None,
 ) -> _Layout:
     brain = _brain_mask(grid)
     free = brain.copy()
+    if region_box is not None:
+        allowed = np.zeros(grid, dtype=bool)
+        allowed[region_box] = True
+        free &= allowed
     region_voxels, region_labels = {}, {}
     for region in regions:
         xyz = _grow_blob(rng, free, region.signal.shape[1])
@@ -353,9 +377,11 @@ def _layout_subject(
     if remaining.shape[0] < n_unlabelled_cortex:
         raise ValueError(f"no room for {n_unlabelled_cortex} unlabelled cortex voxels")
     noise_voxels = remaining[np.sort(rng.choice(len(remaining), n_unlabelled_cortex, False))]
-    cortex = brain & ~free
-    cortex[tuple(noise_voxels.T)] = True
-    return _Layout(brain, cortex, region_voxels, region_labels, noise_voxels)
+    cortex = np.zeros(grid, dtype=bool)
+    for xyz in (*region_voxels.values(), noise_voxels):
+        cortex[tuple(xyz.T)] = True
+    data = brain if betas_outside_cortex else cortex
+    return _Layout(brain, cortex, data, region_voxels, region_labels, noise_voxels)
 
 
 def _write_nifti(path: Path, volume: np.ndarray) -> None:
@@ -424,10 +450,10 @@ def _simulate_betas(
     noise_sd: float,
     out_of_fov: list[tuple[int, tuple[int, int, int]]],
 ) -> np.ndarray:
-    """int16 betas (sessions, trials, brain voxels in argwhere order), % change x 300."""
-    brain_index = np.full(layout.brain.shape, -1)
-    brain_index[layout.brain] = np.arange(layout.brain.sum())
-    clean = np.zeros((n_images, int(layout.brain.sum())))
+    """int16 betas (sessions, trials, data voxels in argwhere order), % change x 300."""
+    brain_index = np.full(layout.data.shape, -1)
+    brain_index[layout.data] = np.arange(layout.data.sum())
+    clean = np.zeros((n_images, int(layout.data.sum())))
     for region in regions:
         columns = brain_index[tuple(layout.region_voxels[region.name].T)]
         clean[:, columns] = _zscore_columns(np.asarray(region.signal, dtype=np.float64))
@@ -446,31 +472,35 @@ def _simulate_betas(
     return betas
 
 
-def _betas_volume(session_betas: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """(T, X, Y, Z) int16 volume, zero outside the brain."""
-    volume = np.zeros((session_betas.shape[0], *brain.shape), dtype=np.int16)
-    volume[:, brain] = session_betas
+def _betas_volume(session_betas: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """(T, Z, Y, X) int16 volume (h5py order), zero outside the data voxels.
+
+    Its transpose is the (X, Y, Z, T) NIfTI volume in Fortran order, so both files are
+    written from this one array without a copy (1 GB per session at the real grid).
+    """
+    volume = np.zeros((session_betas.shape[0], *data.shape[::-1]), dtype=np.int16)
+    x, y, z = np.nonzero(data)
+    volume[:, z, y, x] = session_betas
     return volume
 
 
 def _write_betas(
-    root: Path, subject: int, betas: np.ndarray, brain: np.ndarray, write_nifti: bool
+    root: Path, subject: int, betas: np.ndarray, data: np.ndarray, write_nifti: bool
 ) -> None:
     """``betas_sessionNN.hdf5`` (T, Z, Y, X) and optionally ``.nii.gz`` (X, Y, Z, T)."""
     directory = root / f"nsddata_betas/ppdata/subj{subject:02d}" / BETAS_SUBDIR
     directory.mkdir(parents=True, exist_ok=True)
     for session_index, session_betas in enumerate(betas):
-        volume_txyz = _betas_volume(session_betas, brain)
+        volume_tzyx = _betas_volume(session_betas, data)
         name = f"betas_session{session_index + 1:02d}"
         with h5py.File(directory / f"{name}.hdf5", "w") as handle:
             # One chunk per voxel time course, like the released files.
             handle.create_dataset(
-                "betas",
-                data=volume_txyz.transpose(0, 3, 2, 1),
-                chunks=(volume_txyz.shape[0], 1, 1, 1),
+                "betas", data=volume_tzyx, chunks=(volume_tzyx.shape[0], 1, 1, 1)
             )
         if write_nifti:
-            _write_nifti(directory / f"{name}.nii.gz", volume_txyz.transpose(1, 2, 3, 0))
+            _write_nifti(directory / f"{name}.nii.gz", volume_tzyx.transpose(3, 2, 1, 0))
+        del volume_tzyx
 
 
 def _write_ncsnr(
@@ -498,7 +528,138 @@ def _write_ncsnr(
     noise_variance = np.nanmean(repetitions.var(axis=1, ddof=1), axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         ncsnr = np.sqrt(np.maximum(0.0, 1.0 - noise_variance)) / np.sqrt(noise_variance)
-    volume = np.zeros(layout.brain.shape, dtype=np.float32)
-    volume[layout.brain] = np.nan_to_num(ncsnr, nan=0.0)
+    volume = np.zeros(layout.data.shape, dtype=np.float32)
+    volume[layout.data] = np.nan_to_num(ncsnr, nan=0.0)
     directory = root / f"nsddata_betas/ppdata/subj{subject:02d}" / BETAS_SUBDIR
     _write_nifti(directory / "ncsnr.nii.gz", volume)
+
+
+# ------------------------------------------------------------------ the real grid
+# subj01's func1pt8mm grid (X, Y, Z) and trials per session, as released.
+REAL_GRID = (81, 104, 83)
+REAL_TRIALS_PER_SESSION = 750
+# The paper's 16 ROIs (config/config.yaml) with plausible bilateral sizes in 1.8 mm voxels.
+# The sizes are assumptions of this generator, not NSD numbers; they total about 7,200.
+REAL_GRID_REGIONS: list[tuple[str, str, list[str], int]] = [
+    ("V1", "prf-visualrois", ["V1v", "V1d"], 1400),
+    ("V2", "prf-visualrois", ["V2v", "V2d"], 1300),
+    ("V3", "prf-visualrois", ["V3v", "V3d"], 1100),
+    ("hV4", "prf-visualrois", ["hV4"], 500),
+    ("OFA", "floc-faces", ["OFA"], 150),
+    ("FFA-1", "floc-faces", ["FFA-1"], 250),
+    ("FFA-2", "floc-faces", ["FFA-2"], 150),
+    ("EBA", "floc-bodies", ["EBA"], 800),
+    ("FBA-1", "floc-bodies", ["FBA-1"], 100),
+    ("FBA-2", "floc-bodies", ["FBA-2"], 80),
+    ("OPA", "floc-places", ["OPA"], 350),
+    ("PPA", "floc-places", ["PPA"], 400),
+    ("RSC", "floc-places", ["RSC"], 250),
+    ("OWFA", "floc-words", ["OWFA"], 100),
+    ("VWFA-1", "floc-words", ["VWFA-1"], 200),
+    ("VWFA-2", "floc-words", ["VWFA-2"], 100),
+]
+
+
+def real_grid_box(grid: tuple[int, int, int] = REAL_GRID) -> tuple[slice, slice, slice]:
+    """Where the fake visual cortex lies: every x (both hemispheres), the posterior 45% of y
+    and the middle of z. About 30% of the grid, roughly what the 16 ROIs span in NSD."""
+    _, n_y, n_z = grid
+    return slice(None), slice(0, round(0.45 * n_y)), slice(round(0.1 * n_z), round(0.75 * n_z))
+
+
+def write_real_grid_nsd(
+    root: str | Path,
+    *,
+    n_sessions: int = 3,
+    subjects: tuple[int, ...] = (1,),
+    write_nifti: bool = False,
+    seed: int = 0,
+    grid: tuple[int, int, int] = REAL_GRID,
+    trials_per_session: int = REAL_TRIALS_PER_SESSION,
+    voxel_scale: float = 1.0,
+) -> FakeNsd:
+    """A fake tree with released file sizes: the real grid, 750 trials per session.
+
+    Each subject sees ``trials_per_session * n_sessions / 3`` images 3 times (a third of
+    them shared), so every image is eligible; images are 16 x 16 px (the betas are what is
+    measured). Only cortex voxels carry betas, the rest are zero, as outside the brain mask.
+    ``grid``, ``trials_per_session`` and ``voxel_scale`` (on ROI and cortex sizes) shrink the
+    tree for tests.
+    """
+    rng = np.random.default_rng(seed)
+    per_subject = trials_per_session * n_sessions // MAX_REPETITIONS
+    n_shared = per_subject // 3
+    own = per_subject - n_shared
+    n_images = n_shared + own * len(subjects)
+    images = rng.integers(0, 256, (n_images, 16, 16, 3), dtype=np.uint8)
+    regions = [
+        Region(name, file, labels, rng.standard_normal((n_images, size), dtype=np.float32))
+        for name, file, labels, n_voxels in REAL_GRID_REGIONS
+        for size in [max(len(labels), round(n_voxels * voxel_scale))]
+    ]
+    return write_fake_nsd(
+        root,
+        images,
+        n_shared=n_shared,
+        subjects=dict.fromkeys(subjects, regions),
+        own_images_per_subject=own,
+        trials_per_session=trials_per_session,
+        grid=grid,
+        seed=seed,
+        write_nifti=write_nifti,
+        n_unlabelled_cortex=round(5000 * voxel_scale),
+        betas_outside_cortex=False,
+        region_box=real_grid_box(grid),
+    )
+
+
+def _convert(args: argparse.Namespace) -> None:
+    """What the workflow's brain_responses job does, on one subject of a tree."""
+    # Imported here: the generator itself does not depend on the converter.
+    from nsdbench.brain import brain_summary, build_subject_responses, write_response_store
+    from nsdbench.nsd import NsdTree, RoiSpec
+
+    tree = NsdTree(args.root, betas_format=args.betas_format)
+    rois = [RoiSpec(name, file, labels) for name, file, labels, _ in REAL_GRID_REGIONS]
+    responses = build_subject_responses(
+        tree, args.subject, rois, n_test=args.n_test, n_reliability=args.n_reliability
+    )
+    out = Path(args.out)
+    write_response_store(out / f"sub-{args.subject:02d}.zarr", responses)
+    responses.voxels.to_parquet(out / f"voxels-sub-{args.subject:02d}.parquet")
+    counts = {split: len(getattr(responses, f"{split}_nsd_ids")) for split in
+              ("train", "test", "reliability")}
+    print(brain_summary(responses.voxels, {args.subject: counts}).to_string(index=False))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m nsdbench.demo.nsd_tree", description=(
+        "Write a fake NSD tree at the real func1pt8mm grid, or convert a tree's brain data "
+        "as the workflow does (to measure time and memory with /usr/bin/time -v)."
+    ))
+    commands = parser.add_subparsers(dest="command", required=True)
+    write = commands.add_parser("real-grid", help="write a fake tree at the real grid")
+    write.add_argument("root")
+    write.add_argument("--sessions", type=int, default=3)
+    write.add_argument("--nifti", action="store_true", help="also write .nii.gz betas")
+    write.add_argument("--seed", type=int, default=0)
+    convert = commands.add_parser("convert", help="build one subject's responses (16 ROIs)")
+    convert.add_argument("root")
+    convert.add_argument("out")
+    convert.add_argument("--subject", type=int, default=1)
+    convert.add_argument("--betas-format", choices=("hdf5", "nifti"), default="hdf5")
+    convert.add_argument("--n-test", type=int, default=200)
+    convert.add_argument("--n-reliability", type=int, default=200)
+    args = parser.parse_args(argv)
+    if args.command == "real-grid":
+        written = write_real_grid_nsd(
+            args.root, n_sessions=args.sessions, write_nifti=args.nifti, seed=args.seed
+        )
+        print(f"wrote {written.root}: {written.n_sessions} sessions x "
+              f"{written.trials_per_session} trials on grid {REAL_GRID}")
+    else:
+        _convert(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
