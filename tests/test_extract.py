@@ -318,7 +318,8 @@ def test_out_of_memory_is_raised_on_cpu_and_at_batch_size_one():
     assert calls == [(0, 4), (0, 2), (0, 1)]
 
 
-def test_halved_batches_fill_the_configured_chunks(alexnet, tmp_path, monkeypatch):
+@pytest.mark.parametrize("dtype", ["float16", "float32"])  # float16: through host buffers
+def test_halved_batches_fill_the_configured_chunks(alexnet, tmp_path, monkeypatch, dtype):
     model, method, layers = alexnet
     images = probe_images(20)
     # CPU stands in for CUDA: batches over 3 images "run out of memory".
@@ -334,17 +335,19 @@ def test_halved_batches_fill_the_configured_chunks(alexnet, tmp_path, monkeypatc
     model.preprocess = preprocess
     try:
         report = extract_features(model, images, method, layers, tmp_path / "small",
-                                  batch_size=BATCH, dtype="float32", progress=False)
+                                  batch_size=BATCH, dtype=dtype, progress=False)
     finally:
         model.preprocess = original
     # 8 -> 4 -> 2 images per batch: 4 + 4 + 2 batches over the chunks of 8, 8 and 4 images.
     assert report == extract.ExtractionReport(0, 20, 10, 2)
     extract_features(model, images, method, layers, tmp_path / "whole", batch_size=BATCH,
-                     dtype="float32", progress=False)
+                     dtype=dtype, progress=False)
+    tolerance = 1e-3 if dtype == "float16" else 1e-5
     for layer in layers:
         small, whole = open_layer(tmp_path / "small", layer), open_layer(tmp_path / "whole", layer)
         assert small.chunks == whole.chunks and small.chunks[0] == BATCH
-        np.testing.assert_allclose(small[:], whole[:], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(small[:].astype(np.float32), whole[:].astype(np.float32),
+                                   rtol=tolerance, atol=tolerance)
 
 
 def test_chunk_writer_writes_half_chunks_in_order(tmp_path):

@@ -202,3 +202,16 @@ def test_torchvision_legacy_densenet_keys_and_trained_input_transform(tmp_path):
     trained = build_model({**googlenet, "trained": True,
                            "weights": {"path": str(tmp_path / "googlenet.pth")}})
     assert trained.module.transform_input is True
+
+
+def test_detectron2_dc5_backbone_keeps_res5_at_stride_1_with_dilated_3x3s():
+    model = build_model({**RANDOM_INIT["detectron2"], "name": "faster_rcnn_dc5",
+                         "options": {"stride_in_1x1": True, "res5_dilation": 2}})
+    resnet = model.module
+    assert all(block.conv2.dilation == (2, 2) for block in resnet.layer4)
+    x = model.preprocess(photos())
+    with torch.no_grad():
+        stem = torch.nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
+                                   resnet.layer1, resnet.layer2, resnet.layer3)(x)
+        res5 = resnet.layer4(stem)
+    assert res5.shape[-2:] == stem.shape[-2:]  # no downsampling in res5

@@ -115,11 +115,13 @@ def test_detectron2_backbones_carry_their_conventions(models):
         assert model["weights"]["format"] == "detectron2"
         assert re.fullmatch(r"https://dl\.fbaipublicfiles\.com/detectron2/[\w.-]+/\w+/"
                             r"\d+/model_final_[0-9a-f]{6}\.pkl", model["weights"]["url"])
+        options = dict(model["options"])
+        # DC5 configs (RES5_DILATION: 2) dilate res5 instead of striding it
+        assert options.pop("res5_dilation", None) == (2 if "_dc5_" in model["name"] else None)
         if model["arch"] == "resnext101_32x8d":
-            assert model["options"] == {"stride_in_1x1": False,
-                                        "pixel_std": [57.375, 57.120, 58.395]}
+            assert options == {"stride_in_1x1": False, "pixel_std": [57.375, 57.120, 58.395]}
         else:
-            assert model["options"] == {"stride_in_1x1": True}
+            assert options == {"stride_in_1x1": True}
 
 
 def test_timm_names_map_to_current_names_with_2021_tags():

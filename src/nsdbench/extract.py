@@ -29,6 +29,7 @@ import torch
 import zarr
 from tqdm import tqdm
 
+import nsdbench
 from nsdbench.features import (
     TORN_SUFFIX,
     ChunkWriter,
@@ -125,8 +126,10 @@ def extract_features(
         outputs = reader(batch)
         del batch
         # Chunks alternate between two sets of host buffers: one chunk is being written while
-        # the next is computed (see _ProgressRecord).
+        # the next is computed (see _ProgressRecord). A halved batch fills its own rows of its
+        # chunk's buffer, so the writes of the chunk's earlier batches are left alone.
         slot = (start // batch_size) % 2
+        offset = start % batch_size
         try:
             for layer in layers:
                 if layer not in outputs:
@@ -136,7 +139,7 @@ def extract_features(
                 # writes run in threads while the next layers are cast.
                 output = outputs.pop(layer)
                 values = stored_values(output, stop - start, dtype, model.name, layer, start,
-                                       out=buffers.get(layer, slot, output))
+                                       out=buffers.get(layer, slot, output, offset, batch_size))
                 stores.write(layer, start, values)
         except BaseException:
             # A retry with a halved batch must not race this batch's writes. (A write error
@@ -226,17 +229,19 @@ class HostBuffers:
         self.dtype = dtype
         self.buffers: dict[tuple[str, int], torch.Tensor] = {}
 
-    def get(self, layer: str, slot: int, output: torch.Tensor) -> torch.Tensor | None:
-        """A (rows x features) buffer for ``output``; None where the output itself can be
-        stored as it is (already on the host, in the store's dtype)."""
+    def get(self, layer: str, slot: int, output: torch.Tensor, offset: int,
+            chunk_rows: int) -> torch.Tensor | None:
+        """Rows [offset, offset + batch) of a (chunk_rows x features) buffer for ``output``;
+        None where the output itself can be stored as it is (on the host, in the store's
+        dtype)."""
         if output.device.type == "cpu" and output.dtype == self.dtype:
             return None
         rows, width = output.shape[0], output[0].numel()
         buffer = self.buffers.get((layer, slot))
-        if buffer is None or buffer.shape[0] < rows or buffer.shape[1] != width:
-            buffer = torch.empty((rows, width), dtype=self.dtype)
+        if buffer is None or buffer.shape != (chunk_rows, width):
+            buffer = torch.empty((chunk_rows, width), dtype=self.dtype)
             self.buffers[(layer, slot)] = buffer
-        return buffer[:rows]  # a shorter last batch: the leading rows, still contiguous
+        return buffer[offset:offset + rows]  # whole rows of a C-order buffer: contiguous
 
 
 class AdaptiveBatches:
@@ -312,6 +317,10 @@ def extraction_fingerprint(
         "images": _images_digest(images),
         "batch_size": int(batch_size),
         "dtype": dtype,
+        # The same weights through other preprocessing, or another version of this code,
+        # give other features.
+        "preprocess": repr(model.preprocess),
+        "code": nsdbench.__version__,
     }
 
 

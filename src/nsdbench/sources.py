@@ -11,6 +11,7 @@ Detectron2's BGR 0-255 input with pixel means and (usually) no std.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def build_timm(entry: dict, checkpoint: Path | None):
     size = image_size(entry) or config["input_size"][-1]
     interpolation = config.get("interpolation")
     preprocess = Preprocessing(
-        size=size, resize=int(round(size / config.get("crop_pct", 0.875))),
+        size=size, resize=math.floor(size / config.get("crop_pct", 0.875)),  # as timm does
         mean=tuple(config["mean"]), std=tuple(config["std"]),
         interpolation=interpolation if interpolation in ("bilinear", "bicubic") else "bilinear",
     )
@@ -168,7 +169,8 @@ def build_vissl(entry: dict, checkpoint: Path | None):
 
     module = _torchvision_module(entry)
     if checkpoint is not None:
-        trunk = vissl_to_torchvision(torch_load(entry, checkpoint))
+        trunk = _converted(entry, checkpoint,
+                           lambda: vissl_to_torchvision(torch_load(entry, checkpoint)))
         load_into(entry, module, trunk, may_lack=("fc.",))
     return module, imagenet_preprocessing(entry), "torchvision"
 
@@ -185,11 +187,13 @@ def build_detectron2(entry: dict, checkpoint: Path | None):
     options = entry.get("options") or {}
     if options.get("stride_in_1x1", True):
         set_stride_in_1x1(module)
+    if options.get("res5_dilation", 1) == 2:
+        _dilate_res5(module)
     if checkpoint is not None:
-        raw = read_numpy_pickle(checkpoint)
         fmt = checkpoint_format(entry)
         convert = caffe2_to_torchvision if fmt == "caffe2" else detectron2_to_torchvision
-        load_into(entry, module, convert(raw), may_lack=("fc.",))
+        trunk = _converted(entry, checkpoint, lambda: convert(read_numpy_pickle(checkpoint)))
+        load_into(entry, module, trunk, may_lack=("fc.",))
     size = image_size(entry) or 224
     pixel_std = options.get("pixel_std", (1.0, 1.0, 1.0))
     # The Preprocessing scales pixels to [0, 1] first, so the 0-255 statistics are divided by 255.
@@ -199,6 +203,26 @@ def build_detectron2(entry: dict, checkpoint: Path | None):
         bgr=True,
     )
     return module, preprocess, "torchvision"
+
+
+def _dilate_res5(resnet) -> None:
+    """Detectron2's DC5 backbones: res5 (layer4) keeps stride 1 and every one of its 3x3 convs
+    has dilation 2. (torchvision's replace_stride_with_dilation leaves the first block's 3x3
+    undilated, so it is not the same network.)"""
+    first = resnet.layer4[0]
+    first.conv1.stride = first.conv2.stride = first.downsample[0].stride = (1, 1)
+    for block in resnet.layer4:
+        block.conv2.dilation = block.conv2.padding = (2, 2)
+
+
+def _converted(entry: dict, checkpoint: Path, convert) -> dict:
+    """``convert()``'s state dict; a conversion error names the model and the file."""
+    from nsdbench.converters import ConversionError
+
+    try:
+        return convert()
+    except ConversionError as error:
+        raise ModelError(f"model '{entry['name']}': checkpoint {checkpoint}: {error}") from error
 
 
 # --- open_clip ------------------------------------------------------------------------------
@@ -242,7 +266,8 @@ def build_taskonomy(entry: dict, checkpoint: Path | None):
 
     module = taskonomy_encoder()
     if checkpoint is not None:
-        load_into(entry, module, taskonomy_state_dict(torch_load(entry, checkpoint)))
+        load_into(entry, module, _converted(
+            entry, checkpoint, lambda: taskonomy_state_dict(torch_load(entry, checkpoint))))
     size = image_size(entry) or 256
     preprocess = Preprocessing(size=size, resize=size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     return module, preprocess, "torchvision"

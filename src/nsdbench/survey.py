@@ -390,6 +390,8 @@ def detectron2_entry(row: dict) -> dict:
                     task=task, input_diet=diet, options=dict(D2_OPTIONS[arch]),
                     weights={"url": D2_PREFIX + config + "/" + D2_URL_SUFFIX[config],
                              "format": "detectron2"})
+    if "_DC5_" in model + "_":
+        entry["options"]["res5_dilation"] = 2  # DC5: res5 at stride 1, its 3x3 convs dilated
     if diet == "lvis":
         entry["name"] = "lvis_" + entry["name"]
     return entry

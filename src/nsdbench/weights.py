@@ -166,35 +166,32 @@ def fetch(entry: dict, cache: Path | str) -> Path:
     return path
 
 
-def fetch_all(entries: list[dict], cache: Path | str, log=print) -> list[Path]:
-    """Fetch every trained entry that has a URL; entries sharing a file are fetched once each."""
-    fetched = []
-    for entry in entries:
-        if entry.get("trained") and "url" in (entry.get("weights") or {}):
-            already = weights_path(entry, cache).is_file()
-            fetched.append(fetch(entry, cache))
-            log(f"{entry['name']}: {'verified' if already else 'fetched'} {fetched[-1]}")
-    return fetched
-
-
 def torch_load(entry: dict, path: Path):
-    """``torch.load`` without running code, or, for old pickles, only with a full config pin."""
+    """``torch.load`` without running code; TorchScript archives and old pickles, which can
+    run code when loaded, only with the file's full sha256 pinned in the config."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, EOFError) as error:
+        raise WeightsError(f"model '{entry['name']}': cannot read {path}: {error}") from error
     except Exception as safe_error:  # noqa: BLE001 - torch raises many types for these files
+        kind = "a TorchScript archive" if _is_torchscript(path) else "not a plain tensor checkpoint"
+        _require_full_pin(entry, path, f"{kind} ({type(safe_error).__name__})")
         if _is_torchscript(path):
-            # OpenAI's CLIP files are TorchScript archives: TorchScript, not Python pickles.
+            # OpenAI's CLIP files: TorchScript archives, whose loading runs their own code.
             return torch.jit.load(path, map_location="cpu").state_dict()
-        pinned = (entry.get("weights") or {}).get("sha256") or ""
-        if len(pinned) != 64:
-            raise WeightsError(
-                f"model '{entry['name']}': {path} is not a plain tensor checkpoint "
-                f"({type(safe_error).__name__}: {str(safe_error).splitlines()[0][:200]}). "
-                f"It can be unpickled only with its full sha256 pinned in the config "
-                f"(models[].weights.sha256: {sha256_of(path)} if you trust this file)"
-            ) from safe_error
-        # verified_file has checked the full digest by now.
         return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _require_full_pin(entry: dict, path: Path, kind: str) -> None:
+    """Refuse to run a checkpoint's code unless this very file is the one the config pins."""
+    pinned = (entry.get("weights") or {}).get("sha256") or ""
+    actual = sha256_of(path)  # checked here, right before loading, not only earlier
+    if len(pinned) != 64 or actual != pinned:
+        raise WeightsError(
+            f"model '{entry['name']}': {path} is {kind}, and loading it can run code. It is "
+            f"loaded only when the config pins its full sha256 (models[].weights.sha256: "
+            f"{actual} if you trust this file; the config has '{pinned or 'none'}')"
+        )
 
 
 def _is_torchscript(path: Path) -> bool:

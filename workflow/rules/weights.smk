@@ -17,8 +17,9 @@ rule fetch_model_weights:
     output:
         f"{WEIGHTS_CACHE}/{{model}}/{{file_name}}",
     params:
-        # The URL and pin are the job's parameters: changing either fetches again.
-        weights=lambda wildcards: MODELS[wildcards.model]["weights"],
+        # Only a new URL fetches again (Snakemake deletes an output before rerunning its job).
+        # A pin added later is checked by every job that reads the file.
+        url=lambda wildcards: MODELS[wildcards.model]["weights"]["url"],
     log:
         "logs/weights/{model}/{file_name}.log",
     run:
