@@ -52,17 +52,18 @@ class Crash(Exception):
 
 
 def crash_after(model, n_batches):
-    """Make ``model`` raise on its (n_batches + 1)-th batch, as a job dying mid-way would."""
-    original, calls = model.preprocess, []
+    """Make ``model`` raise on its (n_batches + 1)-th batch, as a job dying mid-way would.
+    A forward pre-hook on its first leaf module (which the traced extractor calls too), so the
+    model and the resume fingerprint are otherwise unchanged; remove the handle to undo it."""
+    calls = []
 
-    def preprocess(images):
-        calls.append(len(images))
+    def hook(_module, _inputs):
+        calls.append(1)
         if len(calls) > n_batches:
             raise Crash("simulated crash")
-        return original(images)
 
-    model.preprocess = preprocess
-    return original
+    first_leaf = next(m for m in model.module.modules() if not list(m.children()))
+    return first_leaf.register_forward_pre_hook(hook)
 
 
 def stored(out_dir, layers):
@@ -185,13 +186,13 @@ def test_readers_compute_in_float32_whatever_the_store_holds(alexnet, tmp_path):
 def test_exception_mid_run_keeps_partial_and_rerun_continues(alexnet, tmp_path):
     model, method, layers = alexnet
     images, out_dir = probe_images(), tmp_path / "group-0"
-    original = crash_after(model, 3)
+    crash = crash_after(model, 3)
     try:
         with pytest.raises(Crash):
             extract_features(model, images, method, layers, out_dir, batch_size=BATCH,
                              progress=False)
     finally:
-        model.preprocess = original
+        crash.remove()
     assert read_progress(partial_dir(out_dir))["finished"] == 3 * BATCH
     assert not out_dir.exists()
     torn = partial_dir(out_dir) / f"{layers[0]}.zarr" / "c" / "2" / "0.partial"
@@ -221,13 +222,13 @@ def changed_images(images):
 def test_fingerprint_change_restarts_from_zero(alexnet, tmp_path, change):
     model, method, layers = alexnet
     images, out_dir = probe_images(), tmp_path / "group-0"
-    original = crash_after(model, 2)
+    crash = crash_after(model, 2)
     try:
         with pytest.raises(Crash):
             extract_features(model, images, method, layers, out_dir, batch_size=BATCH,
                              progress=False)
     finally:
-        model.preprocess = original
+        crash.remove()
     assert read_progress(partial_dir(out_dir))["finished"] == 2 * BATCH
     batch_size = change.get("batch_size", BATCH)
     dtype = change.get("dtype", "float16")

@@ -80,6 +80,13 @@ def test_detectron2_backbone_has_the_stride_on_the_1x1_and_bgr_input():
                                atol=1e-3)
 
 
+def test_a_format_the_source_cannot_read_lists_the_ones_it_can():
+    entry_ = {**RANDOM_INIT["vissl"], "trained": True,
+              "weights": {"path": "/nonexistent.torch", "format": "detectron2"}}
+    with pytest.raises(ModelError, match="a vissl model reads weights.format vissl, not "):
+        build_model(entry_)
+
+
 def test_unknown_architecture_lists_the_valid_ones():
     with pytest.raises(ModelError, match="valid architectures: convolutional, transformer"):
         build_model({**RANDOM_INIT["torchvision"], "architecture": "recurrent"})

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from nsdbench.preprocess import Preprocessing
-from nsdbench.sources import BUILDERS, ModelError, image_size
+from nsdbench.sources import BUILDERS, FORMATS, ModelError, image_size, weights_format
 from nsdbench.weights import verified_file
 
 SOURCES = tuple(BUILDERS)
@@ -44,6 +44,9 @@ def build_model(entry: dict, with_weights: bool = True) -> LoadedModel:
     if architecture is not None and architecture not in ARCHITECTURES:
         raise ModelError(f"model '{entry['name']}': unknown architecture '{architecture}'; "
                          f"valid architectures: {', '.join(ARCHITECTURES)}")
+    if entry.get("trained") and weights_format(entry) not in FORMATS[source]:
+        raise ModelError(f"model '{entry['name']}': a {source} model reads weights.format "
+                         f"{' or '.join(FORMATS[source])}, not '{weights_format(entry)}'")
     checkpoint = verified_file(entry) if entry.get("trained") and with_weights else None
     # Random-init twins must be the same network on every run and machine.
     torch.manual_seed(int(hashlib.sha256(entry["name"].encode()).hexdigest()[:8], 16))

@@ -61,7 +61,7 @@ def build_timm(entry: dict, checkpoint: Path | None):
     kwargs = {}
     if image_size(entry) and _timm_takes_img_size(entry["arch"]):
         kwargs["img_size"] = image_size(entry)
-    fmt = checkpoint_format(entry)
+    fmt = weights_format(entry)
     try:
         if checkpoint is not None and fmt == "timm":
             # timm's own loader applies the architecture's checkpoint filter (renamed keys,
@@ -70,9 +70,10 @@ def build_timm(entry: dict, checkpoint: Path | None):
                                        pretrained_cfg_overlay={"file": str(checkpoint)}, **kwargs)
         else:
             module = timm.create_model(entry["arch"], pretrained=False, **kwargs)
-    except (RuntimeError, KeyError) as error:
+    except Exception as error:  # noqa: BLE001 - timm's loaders raise many types for bad files
+        source = f" with checkpoint {checkpoint}" if checkpoint is not None else ""
         raise ModelError(
-            f"model '{entry['name']}': timm cannot build '{entry['arch']}': {error}"
+            f"model '{entry['name']}': timm cannot build '{entry['arch']}'{source}: {error}"
         ) from error
     if checkpoint is not None and fmt == "lukemelas-efficientnet":
         load_into(entry, module, _zip_keys_in_order(entry, module, torch_load(entry, checkpoint)))
@@ -151,10 +152,7 @@ def _torchvision_module(entry: dict):
 def build_torchvision(entry: dict, checkpoint: Path | None):
     module = _torchvision_module(entry)
     if checkpoint is not None:
-        fmt = checkpoint_format(entry)
-        if fmt not in ("state_dict", "trunk"):
-            raise ModelError(f"model '{entry['name']}': torchvision models take weights.format "
-                             f"state_dict or trunk, not '{fmt}'")
+        fmt = weights_format(entry)
         # A trunk (DINO's ResNet-50) has no classifier; the classifier is not a brain layer.
         may_lack = ("fc.", "classifier.", "heads.") if fmt == "trunk" else ()
         state = _state_dict_of(torch_load(entry, checkpoint))
@@ -190,7 +188,7 @@ def build_detectron2(entry: dict, checkpoint: Path | None):
     if options.get("res5_dilation", 1) == 2:
         _dilate_res5(module)
     if checkpoint is not None:
-        fmt = checkpoint_format(entry)
+        fmt = weights_format(entry)
         convert = caffe2_to_torchvision if fmt == "caffe2" else detectron2_to_torchvision
         trunk = _converted(entry, checkpoint, lambda: convert(read_numpy_pickle(checkpoint)))
         load_into(entry, module, trunk, may_lack=("fc.",))
@@ -279,6 +277,21 @@ def taskonomy_encoder() -> torch.nn.Module:
     # Its train(self, val) has no default, which breaks fx tracing's .train() call.
     TaskonomyEncoder.train = lambda self, mode=True: torch.nn.Module.train(self, mode)
     return TaskonomyEncoder()
+
+
+# The checkpoint formats each source reads (config weights.format).
+FORMATS = {
+    "timm": ("timm", "state_dict", "lukemelas-efficientnet"),
+    "torchvision": ("state_dict", "trunk"),
+    "open_clip": ("open_clip", "state_dict"),
+    "taskonomy": ("taskonomy", "state_dict"),
+    "vissl": ("vissl",),
+    "detectron2": ("detectron2", "caffe2"),
+}
+
+def weights_format(entry: dict) -> str:
+    """The checkpoint format of a trained entry: its own, or its source's first one."""
+    return checkpoint_format(entry) or FORMATS[entry["source"]][0]
 
 
 BUILDERS = {

@@ -88,11 +88,13 @@ def _packaged_file(name: str, package: str) -> Path:
     return Path(getter())
 
 
-def checkpoint_format(entry: dict) -> str:
+def checkpoint_format(entry: dict) -> str | None:
+    """The entry's ``weights.format`` (a package knows its own); None if the entry leaves it
+    to the source's default."""
     weights = entry.get("weights") or {}
     if "package" in weights and weights["package"] in PACKAGED_WEIGHTS:
         return PACKAGED_WEIGHTS[weights["package"]][1]
-    return weights.get("format", "state_dict")
+    return weights.get("format")
 
 
 def _recorded_digest_path(path: Path) -> Path:
