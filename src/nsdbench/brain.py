@@ -521,3 +521,47 @@ def read_stimuli_store(path: str | Path) -> StimulusSet:
     """Open a store written by :func:`write_stimuli_store`; images are read on slicing."""
     group = zarr.open_group(store=str(path), mode="r")
     return StimulusSet(nsd_ids=group["nsd_ids"][:], images=group["images"])
+
+
+# ---------------------------------------------------------------------- input formats
+FORMATS = ("nsd", "algonauts", "byo")
+
+
+def open_brain_source(nsd: dict):
+    """The reader the config's ``nsd`` section names (``format``: nsd, algonauts or byo).
+
+    Every reader has ``read_stimuli(ids)``, and :func:`study_train_ids` and
+    :func:`build_responses` accept it, so the stores, the voxel table and the summary are
+    written by one code path whatever the format.
+    """
+    # Imported here: those modules import this one.
+    from nsdbench.algonauts import AlgonautsTree
+    from nsdbench.byo import ByoTree
+
+    kind = nsd.get("format", "nsd")
+    if kind == "algonauts":
+        return AlgonautsTree(nsd["root"])
+    if kind == "byo":
+        return ByoTree(nsd["root"])
+    if kind != "nsd":
+        raise ValueError(f"config key 'nsd.format': {kind!r}; expected one of {FORMATS}")
+    return NsdTree(nsd["root"], betas_format=nsd.get("betas_format", "hdf5"))
+
+
+def study_train_ids(source, subjects: list[int]) -> np.ndarray:
+    """The train images shared by the study's subjects, as every reader defines them."""
+    if isinstance(source, NsdTree):
+        return shared_train_ids(source, subjects)
+    return source.study_train_ids(subjects)
+
+
+def build_responses(source, subject: int, rois: list[RoiSpec], **options) -> SubjectResponses:
+    """A subject's responses from any reader; ``options`` are those of
+    :func:`build_subject_responses` (readers ignore the ones their data cannot use)."""
+    from nsdbench import algonauts, byo
+
+    if isinstance(source, algonauts.AlgonautsTree):
+        return algonauts.build_subject_responses(source, subject, rois, **options)
+    if isinstance(source, byo.ByoTree):
+        return byo.build_subject_responses(source, subject, rois, **options)
+    return build_subject_responses(source, subject, rois, **options)

@@ -7,8 +7,9 @@ directory of the config (``weights_cache``), verifying its sha256. Jobs only rea
 Trust: a checkpoint is read only if its sha256 matches the pin. The pin is the config's
 ``weights.sha256`` (the full digest, or the prefix that torchvision and others publish in the file
 name) or, failing that, the digest that ``fetch_weights`` recorded beside the file when it
-downloaded it from the configured URL. Formats that need full unpickling (old VISSL files) are
-read only with a full 64-digit pin in the config, since unpickling can run code.
+downloaded it from the configured URL. Files whose loading can run code (pickles that are not
+plain tensors, such as old VISSL files; TorchScript archives, such as OpenAI's CLIP) are read
+only with a full 64-digit pin in the config, checked again right before loading.
 """
 
 from __future__ import annotations

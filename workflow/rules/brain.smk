@@ -1,4 +1,5 @@
-# Brain responses per subject (train = shared images, test = the subject's own) and stimuli.
+# Brain responses per subject (train = shared images, test = the subject's own) and stimuli,
+# read from the configured nsd.format (nsd, algonauts, byo); inputs come from nsd_inputs().
 
 
 rule brain_responses:

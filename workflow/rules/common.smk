@@ -17,11 +17,41 @@ SUBJECTS = [f"{subject:02d}" for subject in config["subjects"]]
 WEIGHTS_CACHE = config["weights_cache"].rstrip("/")
 BYTES_PER_FEATURE = 2 if config["extraction"]["dtype"] == "float16" else 4
 NSD_ROOT = Path(config["nsd"]["root"])
-NSD_FILES = {
-    "design": NSD_ROOT / "nsddata/experiments/nsd/nsd_expdesign.mat",
-    "stim_info": NSD_ROOT / "nsddata/experiments/nsd/nsd_stim_info_merged.csv",
-    "stimuli": NSD_ROOT / "nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5",
-}
+NSD_FORMAT = config["nsd"].get("format", "nsd")
+
+
+def _nsd_files():
+    """The input files the brain and stimuli rules read, per input format (nsd.format)."""
+    if NSD_FORMAT != "nsd" and config["nsd"].get("demo"):
+        raise WorkflowError("config key 'nsd.demo': the demo generates an NSD tree; "
+                            f"it needs nsd.format 'nsd', not {NSD_FORMAT!r}")
+    if NSD_FORMAT == "algonauts":
+        files = {}
+        for subject in SUBJECTS:
+            base = NSD_ROOT / f"subj{subject}"
+            for hemi in ("lh", "rh"):
+                files[f"fmri_{subject}_{hemi}"] = (
+                    base / f"training_split/training_fmri/{hemi}_training_fmri.npy"
+                )
+            # The folder: its image file names are the fMRI rows' nsd ids.
+            files[f"images_{subject}"] = base / "training_split/training_images"
+        return files
+    if NSD_FORMAT == "byo":
+        files = {"stimuli_table": NSD_ROOT / "stimuli.csv"}
+        for subject in SUBJECTS:
+            files[f"image_ids_{subject}"] = NSD_ROOT / f"sub-{subject}/image_ids.npy"
+            # Keys by position: ROI names may hold characters a Python name cannot.
+            for index, roi in enumerate(config["rois"]):
+                files[f"roi_{subject}_{index}"] = NSD_ROOT / f"sub-{subject}/{roi['name']}.npy"
+        return files
+    return {
+        "design": NSD_ROOT / "nsddata/experiments/nsd/nsd_expdesign.mat",
+        "stim_info": NSD_ROOT / "nsddata/experiments/nsd/nsd_stim_info_merged.csv",
+        "stimuli": NSD_ROOT / "nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5",
+    }
+
+
+NSD_FILES = _nsd_files()
 
 
 wildcard_constraints:

@@ -16,5 +16,8 @@ log.info(
     "voxels kept per subject x ROI (scored: >= 10 kept) and images per split:\n%s",
     summary.to_string(index=False),
 )
+if voxels["reliability"].isna().all():
+    # Algonauts releases and bring-your-own data without repetitions have no reliability.
+    log.info("no reliability in this data (no repetitions): every voxel of each ROI is kept")
 write_table(voxels, snakemake.output.voxels, snakemake.config)
 write_summary(summary, snakemake.output.summary)
