@@ -61,12 +61,17 @@ class DualRidge:
         float32 is the fast path (max error ~1e-5 of the response sd, compute-notes.md);
         float64 reproduces brute-force refits to rounding error.
         """
-        operator = self.residual_operator(alpha)
-        leverage_complement = np.diag(operator).astype(dtype)
         y = np.asarray(responses, dtype=dtype)
-        residuals = operator.astype(dtype) @ y
-        residuals /= leverage_complement[:, None]
-        return y - residuals
+        predictions = self._loo_residuals(y, alpha)
+        # y - e, written over e: one (n, v) buffer for 160k voxels is 0.6 GB, so no second one.
+        return np.subtract(y, predictions, out=predictions)
+
+    def _loo_residuals(self, y: np.ndarray, alpha: float) -> np.ndarray:
+        """LOO residuals e = (M y) / diag(M), in y's dtype, in one new (n, v) array."""
+        operator = self.residual_operator(alpha)
+        residuals = operator.astype(y.dtype) @ y
+        residuals /= np.diag(operator).astype(y.dtype)[:, None]
+        return residuals
 
     def loo_fit(self, responses: np.ndarray, alphas, dtype=np.float32) -> LooFit:
         """LOO predictions with, per voxel, the penalty (from ``alphas``) of least LOO squared
@@ -77,21 +82,26 @@ class DualRidge:
         """
         alphas = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
         y = np.asarray(responses, dtype=dtype)
-        best_predictions = best_error = best_alpha = None
+        if len(alphas) == 1:  # the paper's fixed penalty: nothing to choose
+            predictions = self.loo_predictions(y, alphas[0], dtype)
+            return LooFit(predictions, pearson_columns(predictions, y),
+                          np.full(y.shape[1], alphas[0]))
+        best_residuals = best_error = best_alpha = None
         for alpha in alphas:
-            predictions = self.loo_predictions(y, alpha, dtype)
-            error = np.einsum("ij,ij->j", predictions - y, predictions - y, dtype=np.float64)
-            if best_predictions is None:
-                best_predictions, best_error = predictions, error
+            residuals = self._loo_residuals(y, alpha)
+            error = np.einsum("ij,ij->j", residuals, residuals, dtype=np.float64)
+            if best_residuals is None:
+                best_residuals, best_error = residuals, error
                 best_alpha = np.full(error.shape, alpha)
                 continue
             better = error < best_error
             if np.any(better):
-                best_predictions[:, better] = predictions[:, better]
+                best_residuals[:, better] = residuals[:, better]
                 best_error[better] = error[better]
                 best_alpha[better] = alpha
-        return LooFit(best_predictions, pearson_columns(best_predictions, y), best_alpha)
-
+            del residuals
+        predictions = np.subtract(y, best_residuals, out=best_residuals)
+        return LooFit(predictions, pearson_columns(predictions, y), best_alpha)
 
     def predict(self, cross_gram: np.ndarray, responses: np.ndarray, alpha) -> np.ndarray:
         """Fit on all train images, predict new ones (float64, sklearn ``Ridge`` semantics).
