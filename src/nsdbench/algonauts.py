@@ -167,7 +167,7 @@ class AlgonautsTree:
     def read_fmri(self, subject: int, hemisphere: str, n_rows: int) -> np.ndarray:
         """Memory-mapped (n_train_images, n_vertices) float32 responses of one hemisphere."""
         path = self.fmri_path(subject, hemisphere)
-        values = _load_npy(path, "a float32 (n_train_images, n_vertices) array")
+        values = load_npy(path, "a float32 (n_train_images, n_vertices) array")
         if values.ndim != 2 or values.shape[0] != n_rows:
             raise AlgonautsError(
                 f"{path}: expected shape ({n_rows}, n_vertices) with one row per image in "
@@ -202,7 +202,7 @@ class AlgonautsTree:
                 vertices[hemisphere] = np.zeros(0, dtype=np.int64)
                 continue
             path = self.mask_path(subject, hemisphere, roi_file)
-            mask = np.asarray(_load_npy(path, "an int (n_vertices,) label array"))
+            mask = np.asarray(load_npy(path, "an int (n_vertices,) label array"))
             if mask.shape != (n_vertices[hemisphere],):
                 raise AlgonautsError(
                     f"{path}: expected shape ({n_vertices[hemisphere]},) like the columns of "
@@ -233,13 +233,14 @@ def read_images(
     return np.stack(images)
 
 
-def _load_npy(path: Path, expected: str) -> np.ndarray:
+def load_npy(path: Path, expected: str, error: type[Exception] = AlgonautsError) -> np.ndarray:
+    """A .npy array, memory-mapped, never unpickled; ``error`` names the file otherwise."""
     if not path.is_file():
-        raise AlgonautsError(f"{path}: missing file; expected {expected}")
+        raise error(f"{path}: missing file; expected {expected}")
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as error:
-        raise AlgonautsError(f"{path}: not {expected} ({error})") from error
+    except ValueError as problem:
+        raise error(f"{path}: not {expected} ({problem})") from problem
 
 
 # ----------------------------------------------------------------------- the builder

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nsdbench.algonauts import read_images
+from nsdbench.algonauts import load_npy, read_images
 from nsdbench.brain import (
     MIN_KEPT_VOXELS,
     VOXEL_TABLE_COLUMNS,
@@ -159,12 +159,7 @@ def _read_stimuli_table(path: Path) -> pd.DataFrame:
 
 
 def _load_npy(path: Path, expected: str) -> np.ndarray:
-    if not path.is_file():
-        raise ByoError(f"{path}: missing file; expected {expected}")
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as error:
-        raise ByoError(f"{path}: not {expected} ({error})") from error
+    return load_npy(path, expected, ByoError)
 
 
 # ----------------------------------------------------------------------- the builder
