@@ -67,7 +67,9 @@ def nsd_inputs(wildcards=None):
 
 
 def model_params(wildcards):
-    return model_entry(config, wildcards.model)
+    entry = model_entry(config, wildcards.model)
+    entry.pop("display_name", None)  # a label for figures: renaming it must not rerun any job
+    return entry
 
 
 def fetched_weights(entry):
