@@ -66,6 +66,19 @@ def crash_after(model, n_batches):
     return first_leaf.register_forward_pre_hook(hook)
 
 
+def crashed_run(model, images, method, layers, out_dir, after_batches):
+    """An extraction that dies after ``after_batches`` batches, leaving its partial store with
+    those batches recorded as finished."""
+    crash = crash_after(model, after_batches)
+    try:
+        with pytest.raises(Crash):
+            extract_features(model, images, method, layers, out_dir, batch_size=BATCH,
+                             progress=False)
+    finally:
+        crash.remove()
+    assert read_progress(partial_dir(out_dir))["finished"] == after_batches * BATCH
+
+
 def stored(out_dir, layers):
     return {layer: open_layer(out_dir, layer)[:] for layer in layers}
 
@@ -186,14 +199,7 @@ def test_readers_compute_in_float32_whatever_the_store_holds(alexnet, tmp_path):
 def test_exception_mid_run_keeps_partial_and_rerun_continues(alexnet, tmp_path):
     model, method, layers = alexnet
     images, out_dir = probe_images(), tmp_path / "group-0"
-    crash = crash_after(model, 3)
-    try:
-        with pytest.raises(Crash):
-            extract_features(model, images, method, layers, out_dir, batch_size=BATCH,
-                             progress=False)
-    finally:
-        crash.remove()
-    assert read_progress(partial_dir(out_dir))["finished"] == 3 * BATCH
+    crashed_run(model, images, method, layers, out_dir, after_batches=3)
     assert not out_dir.exists()
     torn = partial_dir(out_dir) / f"{layers[0]}.zarr" / "c" / "2" / "0.partial"
     torn.write_bytes(b"half a chunk")  # what a kill in the middle of a chunk write leaves
@@ -222,14 +228,7 @@ def changed_images(images):
 def test_fingerprint_change_restarts_from_zero(alexnet, tmp_path, change):
     model, method, layers = alexnet
     images, out_dir = probe_images(), tmp_path / "group-0"
-    crash = crash_after(model, 2)
-    try:
-        with pytest.raises(Crash):
-            extract_features(model, images, method, layers, out_dir, batch_size=BATCH,
-                             progress=False)
-    finally:
-        crash.remove()
-    assert read_progress(partial_dir(out_dir))["finished"] == 2 * BATCH
+    crashed_run(model, images, method, layers, out_dir, after_batches=2)
     batch_size = change.get("batch_size", BATCH)
     dtype = change.get("dtype", "float16")
     layers = layers[:change.get("layers", len(layers))]
