@@ -39,8 +39,6 @@ include: "workflow/rules/aggregate.smk"
 
 rule all:
     input:
-        "results/tables/scores.parquet",
         "results/brain/voxels.parquet",
         "results/ceilings.parquet",
-        "results/figures/best_scores.png",
-        "results/figures/best_scores.svg",
+        FINDINGS,  # tables and figures: workflow/rules/aggregate.smk

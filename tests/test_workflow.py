@@ -1,30 +1,16 @@
 """The workflow end to end on the tiny demo: dry run, lint, config errors, the planted truth."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import ROOT, TINY
+from conftest import run_snakemake as snakemake
 
 from nsdbench.demo.recovery import planted_recovery
 from nsdbench.tables import SCORE_COLUMNS, read_provenance
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "tests" / "configs" / "tiny.yaml"
-
-
-def snakemake(*args, cwd=ROOT, check=True):
-    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), *args]
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-        )
-    return result
 
 
 def test_dry_run_lists_jobs_and_stats(tmp_path):
@@ -82,13 +68,6 @@ def test_bad_config_stops_with_the_key_named(tmp_path, change, expected):
     )
     assert result.returncode != 0
     assert expected in result.stdout + result.stderr
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny")
-    snakemake("--cores", "2", "--configfile", str(TINY), "-d", str(workdir))
-    return workdir
 
 
 def test_scores_table_has_the_long_schema(tiny_run):

@@ -1,5 +1,12 @@
 # Gather the per-job scores into the long score table, and draw the figures.
 
+# What `rule all` asks for from this file.
+FINDINGS = [
+    "results/tables/scores.parquet",
+    "results/figures/best_scores.png",
+    "results/figures/best_scores.svg",
+]
+
 
 rule aggregate_scores:
     input:
