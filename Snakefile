@@ -35,6 +35,7 @@ include: "workflow/rules/extract.smk"
 include: "workflow/rules/fit.smk"
 include: "workflow/rules/generalize.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/cost.smk"  # after every rule it counts
 
 
 rule all:

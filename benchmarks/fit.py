@@ -361,8 +361,9 @@ def run(args):
               f"RUSAGE_CHILDREN {child['children_maxrss'] / 1e9:.2f} GB")
         print(f"  whole layer {child['fit_cpu']:.1f} core-s ({child['fit_wall']:.1f} s wall)")
         # Reading + float16 cast + SRP, per byte of stored features: what the Gram pass, the
-        # SRP features' Gram (float64, ~2x a float32 flop), eigh, ROIs and voxels do not explain.
-        explained = (gram_s_per_flop * n2 * (d + 2 * k) + eigh_cpu + per_set * n2 * n_sets
+        # SRP features' Gram (float32 since issue 5's speed-ups), eigh, ROIs and voxels do not
+        # explain.
+        explained = (gram_s_per_flop * n2 * (d + k) + eigh_cpu + per_set * n2 * n_sets
                      + per_voxel * n2 * total_voxels)
         calibration["stream_s_per_byte"] = max(child["fit_cpu"] - explained, 0.0) / (n * d * 2)
         calibration["startup_s"] = child["startup_s"]

@@ -71,14 +71,44 @@ def test_uninformative_layer_does_not_mimic_the_brain():
     assert leaky > 0.4  # what the uncorrected predictions score: the brain RDM mirrored
 
 
-def test_constant_and_nan_layers_give_nan_scores():
+@pytest.mark.parametrize("srp_dim", [None, 8])
+@pytest.mark.parametrize("problem", ["constant", "nan", "inf"])
+def test_constant_and_nonfinite_layers_give_nan_scores_and_a_warning(problem, srp_dim, caplog):
     targets = brain()
-    constant = np.ones((60, 10), dtype=np.float32)
-    scores = score_layer(constant, targets, alphas=[1e5], srp_dim=None, seed=0, model="m",
-                         layer="l")
-    assert scores["score"].isna().all()
-    broken = np.random.default_rng(0).standard_normal((60, 10)).astype(np.float32)
-    broken[3, 3] = np.inf
-    scores = score_layer(broken, targets, alphas=[1e5], srp_dim=None, seed=0, model="m",
-                         layer="l")
-    assert scores["score"].isna().all()
+    features = np.random.default_rng(0).standard_normal((60, 40)).astype(np.float32)
+    if problem == "constant":
+        features = np.full((60, 40), 0.1, dtype=np.float32)
+    else:
+        features[3, 33] = np.nan if problem == "nan" else -np.inf
+    with caplog.at_level("WARNING", logger="nsdbench.fit"):
+        scores = score_layer(features, targets, alphas=[1e5], srp_dim=srp_dim, seed=0,
+                             model="m", layer="l")
+    assert len(scores) == 2 * 3 and scores["score"].isna().all()
+    expected = "only constant features" if problem == "constant" else "NaN or inf values"
+    assert [record.getMessage() for record in caplog.records] == [
+        f"model m layer l has {expected}: its scores are NaN"
+    ]
+
+
+@pytest.mark.parametrize(("scale", "voxel_means"), [(1e-2, 0.0), (1.0, 20.0), (30.0, 20.0),
+                                                    (1000.0, 20.0)])
+def test_scores_equal_refits_from_over_shrinkage_to_none(scale, voxel_means):
+    """voxel r and veRSA against n sklearn refits, from a layer far below the penalty to one
+    far above it, with voxel means much larger than the voxels' spread. (Not both at once:
+    then the predicted patterns differ by ~1e-10 of their norm, and even the float64 refits'
+    RDM is rounding noise.)"""
+    rng = np.random.default_rng(5)
+    n = 40
+    features = (rng.standard_normal((n, 120)) * scale + 3 * scale).astype(np.float32)
+    signal = (features[:, :4] - features[:, :4].mean(0)) / scale
+    targets = brain(n=n, voxels=(12,), seed=6, signal=signal)
+    targets.responses += voxel_means * rng.standard_normal(12).astype(np.float32)
+    targets = BrainTargets.from_sets({("01", "roi0"): targets.responses}, np.arange(n))
+    scores = score_layer(features, targets, alphas=[1e5], srp_dim=None, seed=0, model="m",
+                         layer="l").set_index("metric")["score"]
+    x, y = features.astype(np.float64), targets.responses.astype(np.float64)
+    loo = np.stack([Ridge(alpha=1e5).fit(np.delete(x, i, 0), np.delete(y, i, 0))
+                    .predict(x[i:i + 1])[0] for i in range(n)])
+    assert scores["voxel_r"] == pytest.approx(pearson_columns(loo, y).mean(), abs=1e-4)
+    cleaned = full_sample_intercept(loo, y)
+    assert scores["versa"] == pytest.approx(compare_rdms(rdm(cleaned), rdm(y)), abs=1e-4)

@@ -7,6 +7,7 @@ from sklearn.linear_model import Ridge
 
 from nsdbench.fit import BrainTargets
 from nsdbench.generalize import HeldOut, best_layers, generalization_scores
+from nsdbench.reduce import srp_seed, srp_submatrix
 from nsdbench.ridge import fit_predict
 from nsdbench.rsa import compare_rdms, pearson_columns, rdm
 
@@ -57,3 +58,52 @@ def test_test_scores_equal_direct_computation():
         assert scores[(subject, "crsa")] == pytest.approx(
             compare_rdms(rdm(x[rows[subject]]), rdm(observed)), abs=1e-5)
     assert scores[("01", "voxel_r")] > 0.3  # the planted signal generalizes
+
+
+def test_projected_layer_scores_equal_sklearn_on_the_projection():
+    """With the SRP (layer wider than srp_dim): the ridge is sklearn's on the projected
+    features (oracle: X times the stacked sub-matrices), cRSA uses all features."""
+    rng = np.random.default_rng(2)
+    n_train, n_test, d, k = 40, 15, 700, 120
+    features = rng.standard_normal((n_train + 2 * n_test, d)).astype(np.float32) + 1.0
+    responses = features[:, :30] @ rng.standard_normal((30, 12)) + rng.standard_normal(
+        (len(features), 12))
+    rows = {"01": np.arange(n_train, n_train + n_test),
+            "02": np.arange(n_train + n_test, n_train + 2 * n_test)}
+    train = {(s, "V1"): responses[:n_train, c] for s, c in (("01", slice(0, 7)),
+                                                              ("02", slice(7, 12)))}
+    test = {(s, "V1"): responses[rows[s], c] for s, c in (("01", slice(0, 7)),
+                                                            ("02", slice(7, 12)))}
+    held_out = HeldOut(BrainTargets.from_sets(train, np.arange(n_train)), test, rows, rows)
+    scores = generalization_scores(features, held_out, alphas=[1e3], srp_dim=k, seed=0,
+                                   model="m", layer="l").set_index(["subject", "metric"])
+    seed = srp_seed(0, "m", "l")
+    matrix = srp_submatrix(seed, 0, d, d, k).toarray()
+    z = features.astype(np.float64) @ matrix
+    for subject, columns in (("01", slice(0, 7)), ("02", slice(7, 12))):
+        predicted = Ridge(alpha=1e3).fit(z[:n_train], responses[:n_train, columns]).predict(
+            z[rows[subject]])
+        observed = responses[rows[subject], columns]
+        row = scores.loc[subject, "score"]
+        assert row["voxel_r"] == pytest.approx(pearson_columns(predicted, observed).mean(),
+                                               abs=1e-4)
+        assert row["versa"] == pytest.approx(compare_rdms(rdm(predicted), rdm(observed)),
+                                             abs=1e-4)
+        assert row["crsa"] == pytest.approx(
+            compare_rdms(rdm(features[rows[subject]]), rdm(observed)), abs=1e-5)
+        assert (scores.loc[subject, "srp_dim"] == k).all()
+
+
+def test_nan_layer_gives_nan_test_scores_and_a_warning(caplog):
+    rng = np.random.default_rng(3)
+    features = rng.standard_normal((30, 50)).astype(np.float32)
+    features[25, 7] = np.nan
+    rows = {"01": np.arange(20, 30)}
+    held_out = HeldOut(BrainTargets.from_sets({("01", "V1"): rng.standard_normal((20, 6))},
+                                              np.arange(20)),
+                       {("01", "V1"): rng.standard_normal((10, 6))}, rows, rows)
+    with caplog.at_level("WARNING", logger="nsdbench.fit"):
+        scores = generalization_scores(features, held_out, alphas=[1e2], srp_dim=None, seed=0,
+                                       model="m", layer="l")
+    assert scores["score"].isna().all() and len(scores) == 3
+    assert "NaN or inf values" in caplog.text

@@ -1,8 +1,11 @@
-"""Extraction groups bound the feature bytes; fit blocks never span two groups."""
+"""Extraction groups bound the feature bytes; fit blocks never span two groups; each job's
+estimate and request, and the jobs per rule of a full run."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from nsdbench import plan as planning
 from nsdbench.plan import assign_jobs
 
 
@@ -44,3 +47,65 @@ def test_a_layer_wider_than_the_budget_gets_a_group_of_its_own():
 def test_empty_inventory_is_refused():
     with pytest.raises(ValueError, match="inventory is empty"):
         assign_jobs(inventory([]), n_images=10, scratch_gb=1.0, layers_per_job=1)
+
+
+# ------------------------------------------------------------------ job tables and the report
+
+def model_inventory(model, widths, n_images=100):
+    return inventory(widths).assign(model=model, n_images=n_images)
+
+
+def test_job_tables_of_several_models_are_each_models_tables():
+    settings = planning.PlanSettings(voxels=5000, sets=8, subjects=2, n_test=50)
+    plans = [assign_jobs(model_inventory(m, w), 100, 1e-4, 2)
+             for m, w in (("a", [10, 2000, 300_000, 40]), ("b", [50_000] * 5))]
+    for make in (planning.fit_jobs, planning.extract_jobs, planning.generalize_jobs):
+        together = make(pd.concat(plans, ignore_index=True), settings)
+        apart = pd.concat([make(p, settings) for p in plans], ignore_index=True)
+        pd.testing.assert_frame_equal(together, apart)
+    fit = planning.fit_jobs(plans[0], settings)
+    assert fit["block"].tolist() == sorted(plans[0]["block"].unique())
+    assert fit["layers"].tolist() == plans[0].groupby("block").size().tolist()
+    assert fit["widest"].tolist() == plans[0].groupby("block")["n_features"].max().tolist()
+    extract = planning.extract_jobs(plans[1], settings)
+    assert extract["features"].tolist() == plans[1].groupby("group")["n_features"].sum().tolist()
+    assert (extract["disk_mb"] == np.ceil(extract["features"] * 100 * 2 / 1e6)).all()
+
+
+def test_plan_and_settings_from_config():
+    config = {"extraction": {"scratch_gb": 1e-4, "dtype": "float32", "batch_size": 8,
+                             "device": "cpu"},
+              "fit": {"layers_per_job": 3}, "subjects": [1, 2, 5],
+              "rois": [{"name": r} for r in "abcd"], "images": {"n_test": 40},
+              "ridge": {"alphas": [1.0, 10.0], "reduction": "srp", "srp_dim": None}}
+    table = model_inventory("m", [10, 2000, 300, 40])
+    pd.testing.assert_frame_equal(planning.plan_from_config(table, config),
+                                  assign_jobs(table, 100, 1e-4, 3, bytes_per_feature=4))
+    settings = planning.settings_from_config(config, 1000, voxels=777)
+    assert (settings.sets, settings.subjects, settings.n_test, settings.penalties) == (12, 3, 40, 2)
+    assert settings.srp_dim == 5920  # Johnson-Lindenstrauss for 1000 images at eps 0.1
+    assert (settings.gpu, settings.bytes_per_feature, settings.voxels) == (False, 4, 777)
+    config["ridge"] = {"alphas": [1.0], "reduction": "none", "srp_dim": 100}
+    assert planning.settings_from_config(config, 1000, 1).srp_dim is None
+
+
+def test_jobs_per_rule_and_array_submissions():
+    plans = {m: assign_jobs(model_inventory(m, w), 100, 1e-4, 1)
+             for m, w in (("a", [300, 300, 300]), ("b", [100] * 5))}
+    groups = sum(p["group"].nunique() for p in plans.values())
+    assert planning.jobs_of_rule([], plans, 4, 0) == 1
+    assert planning.jobs_of_rule(["subject"], plans, 4, 0) == 4
+    assert planning.jobs_of_rule(["model"], plans, 4, 0) == 2
+    assert planning.jobs_of_rule(["group", "model"], plans, 4, 0) == groups
+    assert planning.jobs_of_rule(["block", "model"], plans, 4, 0) == 8
+    assert planning.jobs_of_rule(["file_name", "model"], plans, 4, 3) == 3
+    with pytest.raises(ValueError, match="cannot count jobs with wildcards"):
+        planning.jobs_of_rule(["roi"], plans, 4, 0)
+    fit = planning.fit_jobs(pd.concat(plans.values(), ignore_index=True),
+                            planning.PlanSettings(voxels=100))
+    per_group = fit.groupby(["model", "group"]).size()
+    assert planning.array_submissions(fit, 1000) == (1, len(per_group))
+    assert planning.array_submissions(fit, 2) == (4, int(np.ceil(per_group / 2).sum()))
+    assert planning.slurm_arrays({"slurm-array-jobs": "fit; extract",
+                                  "slurm-array-limit": 500}) == (("fit", "extract"), 500)
+    assert planning.slurm_arrays(None) == ((), 1000)

@@ -4,7 +4,14 @@ import numpy as np
 import zarr
 from sklearn.random_projection import johnson_lindenstrauss_min_dim
 
-from nsdbench.reduce import SRP_BLOCK, centred_gram_of, reduce_layer, srp_dimension, srp_seed
+from nsdbench.reduce import (
+    SRP_BLOCK,
+    centred_gram_of,
+    reduce_layer,
+    srp_dimension,
+    srp_seed,
+    srp_submatrix,
+)
 
 
 def relu_features(n=40, d=10000, seed=0, offset=0.5):
@@ -68,3 +75,23 @@ def test_srp_dimension_follows_the_config():
     assert srp_dimension({"reduction": "none", "srp_dim": 100}, 1000) is None
     assert srp_dimension({"reduction": "srp", "srp_dim": 100}, 1000) == 100
     assert srp_dimension({"reduction": "srp", "srp_dim": None}, 1000) == 5920  # design.md
+
+
+def test_streamed_projection_equals_the_dense_product():
+    """Oracle: X times the whole (d x k) matrix of sub-matrices, stacked and densified."""
+    features = relu_features(n=12, d=2 * SRP_BLOCK + 100, seed=3).astype(np.float16)
+    seed = srp_seed(0, "model", "layer")
+    d, k = features.shape[1], 300
+    matrix = np.vstack([
+        srp_submatrix(seed, index, min(SRP_BLOCK, d - start), d, k).toarray()
+        for index, start in enumerate(range(0, d, SRP_BLOCK))
+    ])
+    expected = features.astype(np.float64) @ matrix
+    projection = reduce_layer(features, n_components=k, seed=seed).projection
+    np.testing.assert_allclose(projection, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_streamed_rdm_is_exactly_symmetric():
+    """Comparisons sum the whole RDM as if symmetric (rsa.PreparedRdm)."""
+    reduction = reduce_layer(relu_features(n=30, d=5000, seed=4), n_components=None)
+    assert np.array_equal(reduction.rdm, reduction.rdm.T)

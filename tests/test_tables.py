@@ -1,6 +1,11 @@
 """Tables carry their provenance and are written atomically; gathering sorts for reruns."""
 
+import importlib.metadata
+
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import scipy
 
 from nsdbench import __version__
 from nsdbench.tables import SCORE_COLUMNS, config_hash, gather_scores, read_provenance, write_table
@@ -19,6 +24,9 @@ def test_provenance_round_trip_and_no_partial_left(tmp_path):
     write_table(score_table([0, 1]), path, config)
     assert read_provenance(path) == {
         "nsdbench_version": __version__, "config_sha256": config_hash(config), "seed": "3",
+        "numpy_version": np.__version__, "scipy_version": scipy.__version__,
+        "pandas_version": pd.__version__, "pyarrow_version": pa.__version__,
+        "torch_version": importlib.metadata.version("torch"),
     }
     assert list(path.parent.iterdir()) == [path]
     assert config_hash(config) != config_hash({**config, "seed": 4})

@@ -194,9 +194,9 @@ def choose_image_sets(
         train = np.intersect1d(train, train_nsd_ids)
     own = eligible[~is_shared]
     if n_test + n_reliability > own.size:
-        raise ValueError(
-            f"n_test={n_test} + n_reliability={n_reliability} exceeds the {own.size} own images"
-            " with all 3 repetitions on disk"
+        raise NsdError(
+            f"config keys 'images.n_test' ({n_test}) + 'images.n_reliability' "
+            f"({n_reliability}) exceeds the {own.size} own images with all 3 repetitions on disk"
         )
     shuffled = np.random.default_rng(seed).permutation(own)
     return _ImageSets(
@@ -397,6 +397,7 @@ def _write_atomically(path: str | Path, write_group) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     temporary = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
     try:
         write_group(zarr.open_group(store=str(temporary), mode="w", zarr_format=3))
@@ -410,6 +411,16 @@ def _write_atomically(path: str | Path, write_group) -> Path:
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
     return path
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    # What a job killed mid-write (SIGKILL skips the cleanup above) left beside this output.
+    # Snakemake runs one job per output at a time, so these belong to no live writer.
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 def write_response_store(path: str | Path, responses: ResponseSet) -> Path:
@@ -488,6 +499,7 @@ def write_summary(summary: pd.DataFrame, path: str | Path) -> Path:
     """The summary as TSV, written under a temporary name and renamed when complete."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     partial = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
     summary.to_csv(partial, sep="\t", index=False)
     os.replace(partial, path)
@@ -544,7 +556,7 @@ def open_brain_source(nsd: dict):
     if kind == "byo":
         return ByoTree(nsd["root"])
     if kind != "nsd":
-        raise ValueError(f"config key 'nsd.format': {kind!r}; expected one of {FORMATS}")
+        raise NsdError(f"config key 'nsd.format': {kind!r}; expected one of {FORMATS}")
     return NsdTree(nsd["root"], betas_format=nsd.get("betas_format", "hdf5"))
 
 

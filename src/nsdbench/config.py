@@ -11,8 +11,10 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from nsdbench.joblog import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """The configuration does not match the schema or is inconsistent."""
 
 
@@ -81,12 +83,33 @@ def _check_consistency(config: dict) -> None:
             raise ConfigError(
                 f"config key 'demo.ground_truth': '{demo['ground_truth']}' is not a model name"
             )
+        _check_demo_sizes(config)
         unknown = sorted(set(demo["planted_depths"]) - set(roi_names))
         if unknown or set(roi_names) - set(demo["planted_depths"]):
             raise ConfigError(
                 "config key 'demo.planted_depths': needs exactly one depth per ROI "
                 f"({', '.join(roi_names)}); unknown: {unknown}"
             )
+
+
+def _check_demo_sizes(config: dict) -> None:
+    """The demo tree's sizes must fit together (else its generator fails after minutes)."""
+    demo, images = config["demo"], config["images"]
+    own = demo.get("own_images_per_subject", 120)
+    # Every demo image is shown 3 times (nsdbench.demo.nsd_tree).
+    trials = 3 * (demo.get("n_shared", 300) + own)
+    per_session = demo.get("trials_per_session", 150)
+    if trials % per_session:
+        raise ConfigError(
+            f"config key 'demo.trials_per_session': {per_session} must divide the demo's "
+            f"{trials} trials per subject (3 x (n_shared + own_images_per_subject))"
+        )
+    if images["n_test"] + images["n_reliability"] > own:
+        raise ConfigError(
+            f"config keys 'images.n_test' + 'images.n_reliability': "
+            f"{images['n_test']} + {images['n_reliability']} exceed the demo's "
+            f"{own} own images per subject (demo.own_images_per_subject)"
+        )
 
 
 def load_config(path: Path, schema_path: Path) -> dict:

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torchvision
 
+from nsdbench.joblog import UserError
+
 BN_FIELDS = ("weight", "bias", "running_mean", "running_var")
 
 # Every name a torchvision ResNet's state dict may hold (any depth or width).
@@ -42,7 +44,7 @@ _TORCHVISION_KEY = re.compile(
 _BN_MODULE = re.compile(r"bn1|layer[1-4]\.\d+\.(bn[1-3]|downsample\.1)")
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
     """A checkpoint that does not convert; the message names the format and the wrong keys."""
 
 

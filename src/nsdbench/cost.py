@@ -79,9 +79,10 @@ def fixed_matrix_bytes(n: int, srp_dim: int, read_block: int = DEFAULT_READ_BLOC
     """Working memory that does not grow with voxels: a read block (float16 as stored, its
     float32 and centred copies), the SRP accumulators, and ~8 float64 n x n matrices (Gram,
     RDM, eigenvectors, hat and residual operators, temporaries)."""
-    block = n * read_block * (2 + 4 + 4)
-    projection = 3 * n * srp_dim * 4
-    return float(block + projection + 8 * n * n * 8)
+    block = n * np.asarray(read_block, dtype=np.float64) * (2 + 4 + 4)
+    projection = 3.0 * n * np.asarray(srp_dim, dtype=np.float64) * 4
+    total = block + projection + 8.0 * n * n * 8
+    return float(total) if total.ndim == 0 else total
 
 
 def layer_core_seconds(n: int, d, voxels: int, srp_dim: int | None = DEFAULT_SRP_DIM,
@@ -93,7 +94,7 @@ def layer_core_seconds(n: int, d, voxels: int, srp_dim: int | None = DEFAULT_SRP
     n2 = float(n) ** 2
     projected = np.zeros_like(d) if not srp_dim else np.where(d > srp_dim, float(srp_dim), 0.0)
     return (
-        c.gram_s_per_flop * n2 * (d + 2.0 * projected)  # float64 Gram of the SRP ~ 2x float32
+        c.gram_s_per_flop * n2 * (d + projected)  # the SRP's Gram is a float32 product too
         + c.stream_s_per_byte * n * d * bytes_per_feature
         + c.eigh_s_per_n3 * float(n) ** 3
         + c.voxel_s_per_n2v * n2 * voxels
@@ -103,11 +104,18 @@ def layer_core_seconds(n: int, d, voxels: int, srp_dim: int | None = DEFAULT_SRP
 
 def job_peak_bytes(n: int, voxels: int, srp_dim: int | None = DEFAULT_SRP_DIM,
                    calibration: Calibration | None = None,
-                   read_block: int = DEFAULT_READ_BLOCK) -> float:
-    """Peak RSS of a fit job: independent of the layer width (the pass streams column blocks)."""
+                   read_block: int = DEFAULT_READ_BLOCK, widest: float | None = None) -> float:
+    """Peak RSS of a fit job. It does not grow with the layer width beyond one read block (the
+    pass streams column blocks). ``widest``: the job's widest layer; a layer narrower than a
+    read block reads a narrower block, and one no wider than ``srp_dim`` is not projected.
+    None: the largest a layer can need."""
     c = calibration or Calibration.load()
+    projected = srp_dim or 0
+    if widest is not None:  # may be an array: one peak per job
+        read_block = np.minimum(read_block, widest)
+        projected = np.where(np.asarray(widest) > projected, projected, 0)
     return (c.base_bytes + c.response_copies * 4.0 * n * voxels
-            + fixed_matrix_bytes(n, srp_dim or 0, read_block))
+            + fixed_matrix_bytes(n, projected, read_block))
 
 
 def job_cost(n: int, d, voxels: int, srp_dim: int | None = DEFAULT_SRP_DIM,
@@ -191,6 +199,117 @@ def extrapolate(entries: list[dict], sampled: pd.DataFrame) -> pd.DataFrame:
         rows.append({"model": entry["name"], "source": entry.get("source"),
                      "architecture": entry.get("architecture"), "basis": basis, **row.to_dict()})
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- extraction
+@dataclass(frozen=True)
+class ExtractionCalibration:
+    """Per-unit costs of an extraction job. CPU figures: model-zoo.md section 5 (resnet50,
+    2 threads, 37.6 M features per image over all its layers). GPU figures are assumptions
+    until benchmark files recalibrate them (no GPU was measured here): the forward pass ~50x
+    the 2-thread CPU rate, the float16 cast on the device, writes to a shared file system at
+    400 MB/s."""
+
+    forward_cpu_s_per_feature: float = 1.3e-8  # core-s per image per feature of the model
+    forward_gpu_s_per_feature: float = 1.3e-10  # GPU-s per image per feature of the model
+    cast_cpu_s_per_feature: float = 8.8e-9  # core-s per stored value (0.66 of a forward)
+    transfer_s_per_byte: float = 1e-10  # device to host, per stored byte (10 GB/s)
+    write_s_per_byte: float = 2.5e-9  # Zarr write, per stored byte (400 MB/s)
+    startup_s: float = 60.0  # imports, building the model (and its weights), tracing
+    # torch, a CUDA context and the model's weights (inventories do not count parameters;
+    # the largest models of the survey hold about 1.2 GB of float32 weights).
+    base_bytes: float = 3e9
+
+
+def extraction_seconds(group_features: float, model_features: float, n_images: int, *,
+                       gpu: bool, threads: int = 1, bytes_per_feature: int = 2,
+                       calibration: ExtractionCalibration | None = None) -> float:
+    """Wall seconds of one extraction job: a forward pass over the model for every image
+    (charged for all of its layers: the traced graph stops at the group's last layer, so this
+    is an upper bound) and the group's values cast, moved to the host and written."""
+    c = calibration or ExtractionCalibration()
+    stored = float(n_images) * group_features
+    if gpu:
+        compute = n_images * model_features * c.forward_gpu_s_per_feature
+        compute += stored * bytes_per_feature * c.transfer_s_per_byte
+    else:
+        compute = (n_images * model_features * c.forward_cpu_s_per_feature
+                   + stored * c.cast_cpu_s_per_feature) / max(threads, 1)
+    return c.startup_s + compute + stored * bytes_per_feature * c.write_s_per_byte
+
+
+def extraction_peak_bytes(group_features: float, widest: float, batch_size: int, *, gpu: bool,
+                          bytes_per_feature: int = 2,
+                          calibration: ExtractionCalibration | None = None) -> float:
+    """Host RSS of one extraction job: two sets of host buffers (batch x the group's features,
+    as stored) and, on a CPU, the batch's float32 outputs of the group plus the widest
+    activation alive twice while the forward pass runs."""
+    c = calibration or ExtractionCalibration()
+    peak = c.base_bytes + 2.0 * batch_size * group_features * bytes_per_feature
+    if not gpu:
+        peak += batch_size * (group_features + 2.0 * widest) * 4.0
+    return peak
+
+
+# ------------------------------------------------------------------- voxels and the fit count
+def scored_voxels(voxels: pd.DataFrame, min_voxels: int = 10) -> int:
+    """Voxels the fits score, from a voxel table (results/brain/voxels*.parquet): the kept
+    voxels of every subject x ROI that keeps at least ``min_voxels`` (the fit skips the others).
+    A voxel in two ROIs counts twice: it is a column of both."""
+    kept = voxels[voxels["kept"]].groupby(["subject", "roi"]).size()
+    return int(kept[kept >= min_voxels].sum())
+
+
+def paper_voxels(n_subjects: int, n_rois: int) -> int:
+    """The paper's voxel count (PAPER_VOXELS for 4 subjects x 16 ROIs), prorated by the config's
+    subjects and ROIs, for plans made before the voxel table exists."""
+    return int(round(PAPER_VOXELS * n_subjects * n_rois / PAPER_SETS))
+
+
+def fit_count(layers: int, voxels: int, penalties: int = 1) -> int:
+    """Regression fits as the paper counts them: one per voxel per layer (per model: ``layers``
+    sums every model's layers) per penalty. A leave-one-out fit is one fit: the closed-form
+    LOO predictions come with it."""
+    return int(layers) * int(voxels) * int(penalties)
+
+
+# ----------------------------------------------------------------- recalibration from runs
+BENCHMARK_COLUMNS = ("s", "max_rss")
+
+
+def read_benchmarks(root: Path | str, rule: str) -> pd.DataFrame:
+    """Snakemake's benchmark files of one rule (``root``/``rule``/**.tsv, or ``root``/rule.tsv):
+    one row per job with ``job`` (the path below the rule's folder, without .tsv), wall seconds
+    ``s`` and ``max_rss`` in MB (the last repeat of a file with several)."""
+    root = Path(root)
+    paths = sorted((root / rule).rglob("*.tsv")) + sorted(root.glob(f"{rule}.tsv"))
+    rows = []
+    for path in paths:
+        table = pd.read_csv(path, sep="\t")
+        if table.empty or not set(BENCHMARK_COLUMNS) <= set(table.columns):
+            continue
+        last = table.iloc[-1]
+        job = path.relative_to(root / rule).with_suffix("").as_posix() if path.parent != root \
+            else ""
+        rows.append({"job": job, "s": float(last["s"]),
+                     "max_rss": pd.to_numeric(last["max_rss"], errors="coerce")})
+    return pd.DataFrame(rows, columns=["job", "s", "max_rss"])
+
+
+def recalibration(measured: pd.DataFrame, estimated: pd.DataFrame,
+                  quantile: float = 0.9) -> dict:
+    """Factors to multiply a rule's estimates by, from the jobs that have run: the ``quantile``
+    of measured / estimated wall time and peak memory over the jobs in both tables (matched on
+    ``job``; ``estimated`` has ``job``, ``wall_s`` and ``peak_bytes``). Empty: no factors."""
+    both = measured.merge(estimated, on="job")
+    if both.empty:
+        return {}
+    factors = {"jobs": len(both),
+               "time": float(np.quantile(both["s"] / both["wall_s"], quantile))}
+    rss = both.dropna(subset=["max_rss"])
+    if not rss.empty:
+        factors["mem"] = float(np.quantile(rss["max_rss"] * 1e6 / rss["peak_bytes"], quantile))
+    return factors
 
 
 def read_inventories(pattern: str) -> list[pd.DataFrame]:

@@ -36,6 +36,7 @@ from nsdbench.features import (
     create_layer_store,
     layer_store_path,
 )
+from nsdbench.joblog import UserError
 from nsdbench.layers import LayerReader
 from nsdbench.models import LoadedModel
 
@@ -47,7 +48,7 @@ PROGRESS_FILE = "progress.json"
 FORMAT_VERSION = 1  # bump when the store layout changes, so old partial stores start over
 
 
-class FeatureOverflowError(ValueError):
+class FeatureOverflowError(UserError):
     """A layer's values do not fit the store's float16 range."""
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from nsdbench.joblog import UserError
 from nsdbench.reduce import DEFAULT_READ_BLOCK
 
 # Column block of a chunk: the fit reads this many feature columns at a time, so each of its
@@ -20,6 +21,11 @@ from nsdbench.reduce import DEFAULT_READ_BLOCK
 COLUMN_BLOCK = DEFAULT_READ_BLOCK
 # What a chunk file is called while it is written (zarr's own temporaries end the same way).
 TORN_SUFFIX = ".partial"
+STORE_DTYPES = ("float16", "float32")
+
+
+class FeatureStoreError(UserError, FileNotFoundError):
+    """A layer's feature store is missing, of the wrong kind, or cut short."""
 
 
 def layer_store_path(directory: Path, layer: str) -> Path:
@@ -35,12 +41,41 @@ def open_layer(directory: Path, layer: str) -> zarr.Array:
     """
     path = layer_store_path(directory, layer)
     try:
-        return zarr.open_array(path, mode="r")
+        array = zarr.open_array(path, mode="r")
     except (FileNotFoundError, zarr.errors.NodeNotFoundError) as error:
-        raise FileNotFoundError(
+        raise FeatureStoreError(
             f"{path}: no feature store for layer '{layer}' (expected a Zarr array written by "
             "the extract rule)"
         ) from error
+    except (ValueError, KeyError, TypeError) as error:  # zarr.json unreadable or not an array
+        raise FeatureStoreError(
+            f"{path}: not a readable Zarr array ({error}); delete it and extract again"
+        ) from error
+    check_layer_store(array, path)
+    return array
+
+
+def check_layer_store(array: zarr.Array, path: Path) -> None:
+    """Refuse a store that is not what extraction writes: a 2-D float16/float32 array whose
+    chunk files are all there and all whole. A chunk cut short (a disk that filled up, a copy
+    interrupted) would fail deep inside the fit, and a missing one would read as NaN."""
+    if array.ndim != 2 or str(array.dtype) not in STORE_DTYPES:
+        raise FeatureStoreError(
+            f"{path}: expected a 2-D (images x features) array of {' or '.join(STORE_DTYPES)}, "
+            f"got {array.dtype} {array.shape}; delete it and extract again"
+        )
+    rows, columns = array.chunks
+    chunk_bytes = rows * columns * array.dtype.itemsize  # uncompressed: edge chunks are whole
+    for row in range(-(-array.shape[0] // rows)):
+        for column in range(-(-array.shape[1] // columns)):
+            chunk = Path(path) / "c" / str(row) / str(column)
+            size = chunk.stat().st_size if chunk.is_file() else None
+            if size != chunk_bytes:
+                found = "missing" if size is None else f"{size} bytes"
+                raise FeatureStoreError(
+                    f"{chunk}: feature chunk is {found}, expected {chunk_bytes} bytes "
+                    "(truncated or incomplete store); delete the store and extract again"
+                )
 
 
 def create_layer_store(

@@ -7,15 +7,17 @@ single eigendecomposition serves them all and the per-voxel work is one matrix p
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from nsdbench.brain import MIN_KEPT_VOXELS, read_response_store
+from nsdbench.joblog import UserError
 from nsdbench.reduce import centred_gram_of, reduce_layer, srp_seed
 from nsdbench.ridge import DualRidge
-from nsdbench.rsa import compare_rdms, rdm
+from nsdbench.rsa import PreparedRdm, compare_gram_rdm, rdm
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +42,49 @@ def full_sample_intercept(predictions: np.ndarray, responses: np.ndarray) -> np.
     return predictions + (responses - responses.mean(axis=0)) / (n - 1)
 
 
+class LazyRdms(Mapping):
+    """(subject, roi) -> brain RDM of those columns, computed on first use and kept.
+
+    Generalization reads the train responses but never their RDMs (64 x 8 MB for the
+    paper's ROIs): they are not built there."""
+
+    def __init__(self, responses: np.ndarray, columns: dict):
+        self._responses, self._columns, self._rdms = responses, columns, {}
+
+    def __getitem__(self, key):
+        if key not in self._rdms:
+            self._rdms[key] = rdm(self._responses[:, self._columns[key]])
+        return self._rdms[key]
+
+    def __iter__(self):
+        return iter(self._columns)
+
+    def __len__(self):
+        return len(self._columns)
+
+
 @dataclass
 class BrainTargets:
     """Train responses of every subject x ROI, stacked as columns, with their brain RDMs."""
 
     responses: np.ndarray  # (n_images, total voxels) float32
     columns: dict[tuple[str, str], slice]  # (subject, roi) -> columns of ``responses``
-    rdms: dict[tuple[str, str], np.ndarray]
+    rdms: Mapping[tuple[str, str], np.ndarray]  # a dict, or LazyRdms
     nsd_ids: np.ndarray
+    _prepared: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def prepared_rdm(self, key: tuple[str, str]) -> PreparedRdm:
+        """The brain RDM of ``key`` set up for comparisons, once per job (shared by layers)."""
+        if key not in self._prepared:
+            self._prepared[key] = PreparedRdm(self.rdms[key])
+        return self._prepared[key]
+
+    def voxel_means(self, key: tuple[str, str]) -> np.ndarray:
+        """float64 mean response of each voxel of ``key``, once per job."""
+        if ("mean", key) not in self._prepared:
+            values = self.responses[:, self.columns[key]]
+            self._prepared[("mean", key)] = values.mean(axis=0, dtype=np.float64)
+        return self._prepared[("mean", key)]
 
     @classmethod
     def from_sets(cls, sets: dict[tuple[str, str], np.ndarray], nsd_ids: np.ndarray):
@@ -57,8 +94,8 @@ class BrainTargets:
             columns[key] = slice(start, start + values.shape[1])
             blocks.append(np.asarray(values, dtype=np.float32))
             start += values.shape[1]
-        rdms = {key: rdm(values) for key, values in sets.items()}
-        return cls(np.concatenate(blocks, axis=1), columns, rdms, np.asarray(nsd_ids))
+        responses = np.concatenate(blocks, axis=1)
+        return cls(responses, columns, LazyRdms(responses, columns), np.asarray(nsd_ids))
 
     @classmethod
     def load(cls, store_paths, train_nsd_ids: np.ndarray, min_voxels: int = MIN_VOXELS):
@@ -73,7 +110,7 @@ class BrainTargets:
         sets = {}
         for path, store in stores.items():
             if not np.array_equal(store.train_nsd_ids, train_nsd_ids):
-                raise ValueError(
+                raise UserError(
                     f"{path}: its train images (NSD ids) differ from the extracted stimuli; "
                     "rerun the brain and stimuli rules on the same NSD tree"
                 )
@@ -86,11 +123,26 @@ class BrainTargets:
                     continue
                 sets[(f"{store.subject:02d}", roi)] = values
         if not sets:
-            raise ValueError(
+            raise UserError(
                 f"no ROI of any subject has {min_voxels} or more kept voxels in "
                 f"{', '.join(map(str, stores))}; check the ROI list and voxel selection"
             )
         return cls.from_sets(sets, train_nsd_ids)
+
+
+def effective_srp_dim(features, srp_dim: int | None) -> int | None:
+    """``srp_dim``, or None for a layer no wider than it: projecting it would only add noise,
+    so it is fitted on its own features."""
+    return None if srp_dim and features.shape[1] <= srp_dim else srp_dim
+
+
+def warn_if_unusable(reduction, model: str, layer: str) -> bool:
+    """False, with one warning, for a layer with NaN/inf values or only constant features."""
+    if reduction.finite and not reduction.constant:
+        return True
+    problem = "NaN or inf values" if not reduction.finite else "only constant features"
+    log.warning("model %s layer %s has %s: its scores are NaN", model, layer, problem)
+    return False
 
 
 def reduce_for_ridge(features, *, srp_dim: int | None, seed: int, model: str, layer: str):
@@ -100,14 +152,11 @@ def reduce_for_ridge(features, *, srp_dim: int | None, seed: int, model: str, la
     ``srp_dim=None`` (reduction: none) means kernel ridge on all features; a layer no wider
     than ``srp_dim`` is fitted on its own features too, since projecting it would only add noise.
     """
-    if srp_dim and features.shape[1] <= srp_dim:
-        srp_dim = None
+    srp_dim = effective_srp_dim(features, srp_dim)
     reduction = reduce_layer(
         features, n_components=srp_dim, seed=srp_seed(seed, model, layer) if srp_dim else None
     )
-    if not reduction.finite or reduction.constant:
-        problem = "NaN or inf values" if not reduction.finite else "only constant features"
-        log.warning("model %s layer %s has %s: its scores are NaN", model, layer, problem)
+    if not warn_if_unusable(reduction, model, layer):
         return reduction, None, srp_dim
     gram = centred_gram_of(reduction.projection) if srp_dim else reduction.centred_gram
     return reduction, gram, srp_dim
@@ -121,30 +170,79 @@ def score_layer(
     reduction, gram, srp_dim = reduce_for_ridge(
         features, srp_dim=srp_dim, seed=seed, model=model, layer=layer
     )
+    per_set = {}
+    if gram is not None:
+        per_set = set_scores(DualRidge(gram), reduction.rdm, targets, alphas)
     rows = []
-    usable = gram is not None
-    if usable:
-        fit = DualRidge(gram).loo_fit(targets.responses, alphas)
     for (subject, roi), columns in targets.columns.items():
-        brain_rdm = targets.rdms[(subject, roi)]
-        if usable:
-            predicted = full_sample_intercept(
-                fit.predictions[:, columns], targets.responses[:, columns]
-            )
-            scores = {
-                "crsa": compare_rdms(reduction.rdm, brain_rdm),
-                "versa": compare_rdms(rdm(predicted), brain_rdm),
-                "voxel_r": float(np.nanmean(fit.voxel_r[columns])),
-            }
-            alpha = float(np.median(fit.alpha[columns]))
-        else:
-            scores = dict.fromkeys(METRICS, float("nan"))
-            alpha = float(np.atleast_1d(alphas)[0])
+        scores, alpha = per_set.get(
+            (subject, roi), (dict.fromkeys(METRICS, float("nan")), float(np.atleast_1d(alphas)[0]))
+        )
         rows += metric_rows(
             subject, roi, scores, split="train", n_voxels=columns.stop - columns.start,
             n_images=targets.responses.shape[0], srp_dim=srp_dim, alpha=alpha,
         )
     return pd.DataFrame(rows)
+
+
+def set_scores(ridge: DualRidge, layer_rdm: np.ndarray, targets: BrainTargets, alphas,
+               dtype=np.float32) -> dict:
+    """(subject, roi) -> ({metric: score}, median penalty), one subject x ROI at a time.
+
+    Per set: one float32 product gives the LOO predictions (with the common intercept of
+    :func:`full_sample_intercept`) of its voxels, their voxel r, and one symmetric product
+    their predicted RDM; nothing (n x all voxels) is held beyond the responses themselves.
+    """
+    alphas = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
+    operators = ridge.operators(alphas, dtype)
+    layer = PreparedRdm(layer_rdm)
+    results = {}
+    for key, columns in targets.columns.items():
+        responses = targets.responses[:, columns]
+        mean = targets.voxel_means(key)
+        centred = np.subtract(responses, mean.astype(dtype), dtype=dtype)
+        shifted, chosen = ridge.loo_shifted(centred, operators)
+        voxel_r = _loo_voxel_r(shifted, centred)
+        del centred
+        core, cross = _row_centred_gram_parts(shifted, mean)
+        versa, crsa = compare_gram_rdm(core, cross, targets.prepared_rdm(key), layer)
+        scores = {"crsa": crsa, "versa": versa, "voxel_r": float(np.nanmean(voxel_r))}
+        results[key] = scores, float(np.median(alphas[chosen]))
+    return results
+
+
+def _loo_voxel_r(shifted: np.ndarray, centred: np.ndarray) -> np.ndarray:
+    """Pearson r of the plain LOO predictions p = shifted - centred / (n - 1) with the
+    responses, from column sums of products of ``shifted`` and ``centred`` (three passes, no
+    (n, v) temporaries). The terms do not cancel: either p is dominated by the fitted part
+    (shifted) or, when that is shrunk away, by -centred / (n - 1); exactly constant LOO
+    predictions would need the two to cancel voxel by voxel."""
+    n = centred.shape[0]
+    k = 1.0 / (n - 1)
+    cc = np.einsum("ij,ij->j", centred, centred).astype(np.float64)
+    sc = np.einsum("ij,ij->j", shifted, centred).astype(np.float64)
+    ss = np.einsum("ij,ij->j", shifted, shifted).astype(np.float64)
+    s_sum = shifted.sum(axis=0, dtype=np.float64)  # = sum of p: centred sums to zero
+    covariance = sc - k * cc
+    p_norm2 = ss - 2.0 * k * sc + k * k * cc - s_sum * s_sum / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return covariance / np.sqrt(np.clip(p_norm2, 0.0, None) * cc)
+
+
+def _row_centred_gram_parts(shifted: np.ndarray, mean: np.ndarray):
+    """(core, cross): the Gram of the rows of ``shifted + mean``, each centred across voxels,
+    is core_ij + cross_i + cross_j (``shifted``: common-intercept LOO predictions minus the
+    voxel means).
+
+    Centred rows are (s_i - mean(s_i)) + m with m = mean - mean(mean): the float32 product
+    (core) takes only the first part, so voxel means that dwarf the predicted variation cost
+    no precision; the m terms (cross) are float64. ``shifted`` is centred in place.
+    """
+    shifted -= shifted.mean(axis=1, keepdims=True)
+    offset = mean - mean.mean()
+    # cross_i + cross_j + |m|^2, with half of |m|^2 carried by each side.
+    cross = (shifted @ offset.astype(shifted.dtype)).astype(np.float64) + 0.5 * (offset @ offset)
+    return shifted @ shifted.T, cross
 
 
 def metric_rows(subject, roi, scores: dict, *, split, n_voxels, n_images, srp_dim, alpha):

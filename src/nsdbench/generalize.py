@@ -15,8 +15,16 @@ import numpy as np
 import pandas as pd
 
 from nsdbench.brain import read_response_store
-from nsdbench.fit import METRICS, MIN_VOXELS, BrainTargets, metric_rows, reduce_for_ridge
-from nsdbench.ridge import DualRidge, train_centred_kernels
+from nsdbench.fit import (
+    METRICS,
+    MIN_VOXELS,
+    BrainTargets,
+    effective_srp_dim,
+    metric_rows,
+    warn_if_unusable,
+)
+from nsdbench.reduce import reduce_layer, srp_seed
+from nsdbench.ridge import DualRidge
 from nsdbench.rsa import compare_rdms, pearson_columns, rdm
 
 
@@ -69,23 +77,18 @@ def generalization_scores(
 
     ``features``: (train + all test images) x features, rows as :class:`HeldOut` says.
     """
-    reduction, gram, srp_dim = reduce_for_ridge(
-        features, srp_dim=srp_dim, seed=seed, model=model, layer=layer
-    )
-    usable = gram is not None
+    kernels = held_out_kernels(features, held_out, srp_dim=srp_dim, seed=seed, model=model,
+                               layer=layer)
+    usable = kernels is not None
     if usable:
-        # Test rows follow the train rows, so row r of the store is row r - n_train here.
-        train_gram, cross_gram = train_centred_kernels(
-            gram, np.arange(held_out.n_train), np.arange(held_out.n_train, gram.shape[0])
-        )
+        train_gram, cross_gram, test_rdms, srp_dim = kernels
         # One eigendecomposition for every subject and ROI; each voxel keeps the penalty it
-        # chose by leave-one-out on the train images.
+        # chose by leave-one-out on the train images (chosen a chunk of voxels at a time).
         ridge = DualRidge(train_gram)
         train_responses = held_out.targets.responses
-        if len(np.atleast_1d(alphas)) > 1:
-            chosen = ridge.loo_fit(train_responses, alphas).alpha
-        else:
-            chosen = np.full(train_responses.shape[1], float(np.atleast_1d(alphas)[0]))
+        chosen = ridge.loo_alphas(train_responses, alphas)
+    else:
+        srp_dim = effective_srp_dim(features, srp_dim)
     rows = []
     for (subject, roi), columns in held_out.targets.columns.items():
         test_rows = held_out.test_rows[subject]
@@ -97,7 +100,7 @@ def generalization_scores(
             predicted = ridge.predict(cross, train_responses[:, columns], chosen[columns])
             brain_rdm = rdm(test_responses)
             scores = {
-                "crsa": compare_rdms(reduction.rdm[np.ix_(test_rows, test_rows)], brain_rdm),
+                "crsa": compare_rdms(test_rdms[subject], brain_rdm),
                 "versa": compare_rdms(rdm(predicted), brain_rdm),
                 "voxel_r": float(np.nanmean(pearson_columns(predicted, test_responses))),
             }
@@ -107,3 +110,51 @@ def generalization_scores(
             n_images=len(test_rows), srp_dim=srp_dim, alpha=alpha,
         )
     return pd.DataFrame(rows)
+
+
+def held_out_kernels(features, held_out: HeldOut, *, srp_dim, seed, model, layer):
+    """One streaming pass over train + test images: (train Gram, test x train cross Gram,
+    {subject: RDM of its test images}, SRP dimension used), features centred on the train
+    mean; None (with a warning) for NaN/inf or constant features.
+
+    Memory stays that of a few (n_train x n_test-per-subject) blocks: only the Gram blocks
+    these need are accumulated, never the (all images)^2 Gram (5000^2 float64 and its
+    temporaries for 4 subjects' 1000 test images). With the SRP, the ridge's kernels come
+    from the (images x k) projection and the full-feature pass computes only each subject's
+    own test block (for cRSA).
+    """
+    srp_dim = effective_srp_dim(features, srp_dim)
+    n_train = held_out.n_train
+    train = slice(0, n_train)
+    tests = {subject: slice(int(rows[0]), int(rows[-1]) + 1)
+             for subject, rows in held_out.test_rows.items()}
+    for subject, rows in held_out.test_rows.items():
+        if not np.array_equal(rows, np.arange(tests[subject].start, tests[subject].stop)):
+            raise ValueError(f"subject {subject}: test rows must be one contiguous range")
+    blocks = {f"test-{subject}": (rows, rows) for subject, rows in tests.items()}
+    all_tests = slice(n_train, features.shape[0])
+    if not srp_dim:
+        blocks |= {"train": (train, train), "cross": (all_tests, train)}
+    reduction = reduce_layer(
+        features, n_components=srp_dim, seed=srp_seed(seed, model, layer) if srp_dim else None,
+        gram_blocks=blocks,
+    )
+    if not warn_if_unusable(reduction, model, layer):
+        return None
+    if srp_dim:
+        # Centred on the train mean (in float64), then float32 products (compute-notes.md).
+        projection = reduction.projection
+        train_mean = projection[train].mean(axis=0, dtype=np.float64).astype(np.float32)
+        projection = np.subtract(projection, train_mean, dtype=np.float32)
+        train_gram = (projection[train] @ projection[train].T).astype(np.float64)
+        cross_gram = (projection[all_tests] @ projection[train].T).astype(np.float64)
+    else:
+        # Re-centre on the train rows (see train_centred_kernels): the pass centred on the
+        # mean of all images.
+        train_block, cross_block = reduction.gram_blocks["train"], reduction.gram_blocks["cross"]
+        train_means, cross_means = train_block.mean(axis=1), cross_block.mean(axis=1)
+        grand_mean = train_means.mean()
+        train_gram = train_block - train_means[:, None] - train_means[None, :] + grand_mean
+        cross_gram = cross_block - cross_means[:, None] - train_means[None, :] + grand_mean
+    test_rdms = {subject: reduction.rdm_blocks[f"test-{subject}"] for subject in tests}
+    return train_gram, cross_gram, test_rdms, srp_dim

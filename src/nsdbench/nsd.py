@@ -13,7 +13,9 @@ Conventions:
 
 from __future__ import annotations
 
+import contextlib
 import re
+import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +25,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import scipy.io
+
+from nsdbench.joblog import UserError
 
 # Betas are stored as percent signal change multiplied by this factor, as int16.
 BETA_SCALE = 300.0
@@ -37,7 +41,7 @@ BETAS_SUBDIR = "func1pt8mm/betas_fithrf_GLMdenoise_RR"
 READ_BLOCK_VALUES = 8 * 2**20
 
 
-class NsdError(ValueError):
+class NsdError(UserError):
     """An NSD file is missing or does not hold what the layout promises."""
 
 
@@ -260,7 +264,7 @@ class NsdTree:
         )
         expected_trials = self.expected_trials(subject, session, betas_format)
         if betas_format == "hdf5":
-            with h5py.File(path, "r") as handle:
+            with _open_hdf5(path) as handle:
                 if "betas" not in handle:
                     raise NsdError(f"{path}: missing dataset 'betas'")
                 shape, dtype = handle["betas"].shape, handle["betas"].dtype
@@ -289,7 +293,8 @@ class NsdTree:
         path = self.ncsnr_path(subject)
         if not path.is_file():
             return None
-        volume = np.asarray(_load_nifti(path).dataobj, dtype=np.float32)
+        with _reading_values(path):
+            volume = np.asarray(_load_nifti(path).dataobj, dtype=np.float32)
         if volume.ndim != 3:
             raise NsdError(f"{path}: expected a 3-D (X, Y, Z) volume, got shape {volume.shape}")
         return volume
@@ -298,7 +303,8 @@ class NsdTree:
     def read_roi_volume(self, subject: int, file_name: str) -> np.ndarray:
         """ROI volume (X, Y, Z) int32: -1 outside cortex, 0 unlabelled cortex, 1..N labels."""
         path = _require_file(self.roi_path(subject, file_name), "an integer ROI volume (X, Y, Z)")
-        volume = np.asarray(_load_nifti(path).dataobj)
+        with _reading_values(path):
+            volume = np.asarray(_load_nifti(path).dataobj)
         if volume.ndim != 3:
             raise NsdError(f"{path}: expected a 3-D (X, Y, Z) volume, got shape {volume.shape}")
         if not np.all(np.isfinite(volume)) or not np.all(volume == np.round(volume)):
@@ -376,7 +382,7 @@ class NsdTree:
         """Images (n, H, W, 3) uint8 for 0-based nsd ids, in the order given."""
         nsd_ids = np.asarray(nsd_ids, dtype=np.int64).ravel()
         path = _require_file(self.stimuli_path, "an hdf5 file with dataset 'imgBrick'")
-        with h5py.File(path, "r") as handle:
+        with _open_hdf5(path) as handle:
             bricks = _image_brick(handle, path)
             if nsd_ids.size and (nsd_ids.min() < 0 or nsd_ids.max() >= bricks.shape[0]):
                 raise NsdError(f"{path}: nsd ids must lie in 0..{bricks.shape[0] - 1}")
@@ -384,7 +390,8 @@ class NsdTree:
             unique_ids, order = np.unique(nsd_ids, return_inverse=True)
             if unique_ids.size == 0:
                 return np.zeros((0, *bricks.shape[1:]), dtype=np.uint8)
-            return bricks[unique_ids.tolist()][order]
+            with _reading_values(path):
+                return bricks[unique_ids.tolist()][order]
 
 
 def _check_format(betas_format: str) -> str:
@@ -427,6 +434,27 @@ def _validate_design(design: NsdDesign, path: Path) -> None:
         raise NsdError(
             f"{path}: stimpattern marks {n_design_trials} trials, masterordering has {order.size}"
         )
+
+
+def _open_hdf5(path: Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:  # h5py's message does not always name the file
+        raise NsdError(f"{path}: not a readable HDF5 file, truncated or corrupt ({error})") \
+            from error
+
+
+@contextlib.contextmanager
+def _reading_values(path: Path):
+    """Turn a failed read of a file's values (a file cut short after a good header: an
+    interrupted download) into one error that names the file."""
+    try:
+        yield
+    except (OSError, EOFError, zlib.error, ValueError) as error:  # nibabel: ValueError
+        raise NsdError(
+            f"{path}: cannot read its values, the file is truncated or corrupt ({error}); "
+            "download it again"
+        ) from error
 
 
 def _load_nifti(path: Path, **options) -> nib.Nifti1Image:
@@ -493,7 +521,7 @@ def _read_hdf5_betas(path: Path, mask_xyz: np.ndarray, expected_trials: int) -> 
     its voxels cost: reading slab boxes (``_slab_boxes``) fetches little beyond the mask and
     holds at most ``READ_BLOCK_VALUES`` values besides the result.
     """
-    with h5py.File(path, "r") as handle:
+    with _open_hdf5(path) as handle:
         if "betas" not in handle:
             raise NsdError(f"{path}: missing dataset 'betas'")
         betas = handle["betas"]
@@ -503,7 +531,8 @@ def _read_hdf5_betas(path: Path, mask_xyz: np.ndarray, expected_trials: int) -> 
         column = _column_index(mask_xyz)
         for xs, ys, zs in _slab_boxes(mask_xyz, READ_BLOCK_VALUES // max(1, betas.shape[0])):
             inside = mask_xyz[xs, ys, zs]
-            box_txyz = betas[:, zs, ys, xs].transpose(0, 3, 2, 1)
+            with _reading_values(path):
+                box_txyz = betas[:, zs, ys, xs].transpose(0, 3, 2, 1)
             out[:, column[xs, ys, zs][inside]] = box_txyz[:, inside]
     return out
 
@@ -532,7 +561,8 @@ def _read_nifti_betas(path: Path, mask_xyz: np.ndarray, expected_trials: int) ->
     inside = mask_xyz[xs, ys, zs]
     block = max(1, READ_BLOCK_VALUES // inside.size)
     for start in range(0, shape[3], block):
-        box_xyzt = np.asarray(image.dataobj[xs, ys, zs, start : start + block])
+        with _reading_values(path):
+            box_xyzt = np.asarray(image.dataobj[xs, ys, zs, start : start + block])
         out[start : start + block] = box_xyzt[inside].T
     return out
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nsdbench.rsa import pearson_columns
+from nsdbench.rsa import pearson_centred
 
 
 @dataclass(frozen=True)
@@ -55,23 +55,61 @@ class DualRidge:
         hat = (self.eigenvectors * shrink) @ self.eigenvectors.T + 1.0 / self.n
         return np.eye(self.n) - hat
 
+    def common_intercept_operator(self, alpha: float) -> np.ndarray:
+        """B (float64, n x n) such that, for responses y with column means ybar,
+        ybar + B (y - ybar) are the LOO predictions with one intercept, the mean of all images,
+        in place of each left-out fit's own (the mean of the other images; see
+        ``nsdbench.fit.full_sample_intercept``). The plain LOO predictions are those minus
+        (y - ybar) / (n - 1).
+
+        B = I - diag(M)^-1 M + I / (n - 1) - 11^T / (n - 1). The last term is nothing for
+        centred responses (B 1 would be n / (n - 1) 1 without it), but it is most of B when the
+        layer is over-shrunk. Why this form rather than y - (M y) / diag(M): its float32
+        product errs in proportion to the *predictions*. For an over-shrunk layer those are
+        far smaller than the responses, and the difference of two nearly equal float32 arrays
+        would lose them (the veRSA of such a layer rests on them alone).
+        """
+        operator = self.residual_operator(alpha)
+        operator /= -np.diag(operator)[:, None]
+        operator[np.diag_indices(self.n)] += 1.0 + 1.0 / (self.n - 1)
+        operator -= 1.0 / (self.n - 1)
+        return operator
+
+    def loo_shifted(self, centred: np.ndarray, operators: list[np.ndarray]):
+        """For column-centred responses (n, v) and the ``common_intercept_operator`` of each
+        penalty (in the responses' dtype): B @ centred with, per column, the penalty of least
+        LOO squared error (as sklearn ``RidgeCV(alpha_per_target=True)`` chooses), and the
+        index of that penalty per column. One product per penalty."""
+        if len(operators) == 1:
+            return operators[0] @ centred, np.zeros(centred.shape[1], dtype=int)
+        # LOO residual y - P = centred * n / (n - 1) - B @ centred (see above).
+        scale = centred.dtype.type(self.n / (self.n - 1))
+        best = best_error = best_index = None
+        for index, operator in enumerate(operators):
+            shifted = operator @ centred
+            residual = centred * scale
+            residual -= shifted
+            error = np.einsum("ij,ij->j", residual, residual, dtype=np.float64)
+            del residual
+            if best is None:
+                best, best_error = shifted, error
+                best_index = np.zeros(centred.shape[1], dtype=int)
+                continue
+            better = error < best_error
+            if np.any(better):
+                best[:, better] = shifted[:, better]
+                best_error[better] = error[better]
+                best_index[better] = index
+            del shifted
+        return best, best_index
+
     def loo_predictions(self, responses: np.ndarray, alpha: float, dtype=np.float32) -> np.ndarray:
         """Leave-one-out predictions (n, v): one matrix product for all voxels, in ``dtype``.
 
         float32 is the fast path (max error ~1e-5 of the response sd, compute-notes.md);
         float64 reproduces brute-force refits to rounding error.
         """
-        y = np.asarray(responses, dtype=dtype)
-        predictions = self._loo_residuals(y, alpha)
-        # y - e, written over e: one (n, v) buffer for 160k voxels is 0.6 GB, so no second one.
-        return np.subtract(y, predictions, out=predictions)
-
-    def _loo_residuals(self, y: np.ndarray, alpha: float) -> np.ndarray:
-        """LOO residuals e = (M y) / diag(M), in y's dtype, in one new (n, v) array."""
-        operator = self.residual_operator(alpha)
-        residuals = operator.astype(y.dtype) @ y
-        residuals /= np.diag(operator).astype(y.dtype)[:, None]
-        return residuals
+        return self.loo_fit(responses, [alpha], dtype).predictions
 
     def loo_fit(self, responses: np.ndarray, alphas, dtype=np.float32) -> LooFit:
         """LOO predictions with, per voxel, the penalty (from ``alphas``) of least LOO squared
@@ -82,26 +120,41 @@ class DualRidge:
         """
         alphas = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
         y = np.asarray(responses, dtype=dtype)
-        if len(alphas) == 1:  # the paper's fixed penalty: nothing to choose
-            predictions = self.loo_predictions(y, alphas[0], dtype)
-            return LooFit(predictions, pearson_columns(predictions, y),
-                          np.full(y.shape[1], alphas[0]))
-        best_residuals = best_error = best_alpha = None
-        for alpha in alphas:
-            residuals = self._loo_residuals(y, alpha)
-            error = np.einsum("ij,ij->j", residuals, residuals, dtype=np.float64)
-            if best_residuals is None:
-                best_residuals, best_error = residuals, error
-                best_alpha = np.full(error.shape, alpha)
-                continue
-            better = error < best_error
-            if np.any(better):
-                best_residuals[:, better] = residuals[:, better]
-                best_error[better] = error[better]
-                best_alpha[better] = alpha
-            del residuals
-        predictions = np.subtract(y, best_residuals, out=best_residuals)
-        return LooFit(predictions, pearson_columns(predictions, y), best_alpha)
+        operators = self.operators(alphas, y.dtype)
+        # One (n, v) output; the work goes through column chunks, so the temporaries stay
+        # small whatever the voxel count (160k voxels: 0.6 GB per (n, v) float32 array).
+        predictions = np.empty_like(y)
+        voxel_r = np.empty(y.shape[1])
+        chosen = np.empty(y.shape[1])
+        for columns, centred, mean in centred_chunks(y):
+            shifted, index = self.loo_shifted(centred, operators)
+            plain = self.plain_loo(shifted, centred)
+            voxel_r[columns] = pearson_centred(plain, centred)
+            plain += mean
+            predictions[:, columns] = plain
+            chosen[columns] = alphas[index]
+        return LooFit(predictions, voxel_r, chosen)
+
+    def loo_alphas(self, responses: np.ndarray, alphas, dtype=np.float32) -> np.ndarray:
+        """Per voxel, the penalty of least LOO squared error; memory bounded by a chunk of
+        columns (no (n, v) predictions kept)."""
+        alphas = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
+        y = np.asarray(responses)
+        if len(alphas) == 1:
+            return np.full(y.shape[1], alphas[0])
+        operators = self.operators(alphas, dtype)
+        chosen = np.empty(y.shape[1])
+        for columns, centred, _ in centred_chunks(y, dtype):
+            chosen[columns] = alphas[self.loo_shifted(centred, operators)[1]]
+        return chosen
+
+    def operators(self, alphas, dtype) -> list[np.ndarray]:
+        """``common_intercept_operator`` of each penalty, cast to ``dtype`` once."""
+        return [self.common_intercept_operator(a).astype(dtype) for a in np.atleast_1d(alphas)]
+
+    def plain_loo(self, shifted: np.ndarray, centred: np.ndarray) -> np.ndarray:
+        """Plain LOO predictions minus the column means, from ``loo_shifted``'s output."""
+        return shifted - centred * centred.dtype.type(1.0 / (self.n - 1))
 
     def predict(self, cross_gram: np.ndarray, responses: np.ndarray, alpha) -> np.ndarray:
         """Fit on all train images, predict new ones (float64, sklearn ``Ridge`` semantics).
@@ -125,6 +178,17 @@ class DualRidge:
             dual = basis @ (projected[:, voxels] * inverse[:, None])
             predictions[:, voxels] = cross_gram @ dual + y_mean[voxels]
         return predictions
+
+
+def centred_chunks(y: np.ndarray, dtype=None, chunk: int = 4096):
+    """(column slice, centred float block, column means) over ``chunk`` columns at a time.
+    Means in float64; the centred block in ``dtype`` (default: y's)."""
+    dtype = dtype or y.dtype
+    for start in range(0, y.shape[1], chunk):
+        columns = slice(start, min(start + chunk, y.shape[1]))
+        block = y[:, columns]
+        mean = block.mean(axis=0, dtype=np.float64).astype(dtype)
+        yield columns, np.subtract(block, mean, dtype=dtype), mean
 
 
 def train_centred_kernels(gram: np.ndarray, train: np.ndarray, test: np.ndarray):

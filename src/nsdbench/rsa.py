@@ -19,14 +19,26 @@ def rdm(responses: np.ndarray) -> np.ndarray:
     return rdm_from_centred_gram(gram)
 
 
-def rdm_from_centred_gram(gram: np.ndarray) -> np.ndarray:
-    """RDM from the Gram matrix of row-centred responses (each image's mean over units removed)."""
-    norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        corr = gram / np.outer(norms, norms)
-    dissimilarity = 1.0 - corr
+def rdm_from_centred_gram(gram: np.ndarray, overwrite: bool = False) -> np.ndarray:
+    """RDM from the Gram matrix of row-centred responses (each image's mean over units removed).
+
+    ``overwrite``: build it in ``gram``'s own (float64) memory, the fit's per-set loop reuses
+    one buffer instead of allocating and page-faulting four n x n arrays per set."""
+    dissimilarity = gram if overwrite else np.array(gram, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        inverse_norms = 1.0 / np.sqrt(np.clip(np.diag(dissimilarity), 0.0, None))
+        # g_ij * (a_i a_j), never (g_ij a_i) a_j: the product a_i a_j is the same both ways
+        # round, so a symmetric Gram gives an exactly symmetric RDM (PreparedRdm relies on
+        # it). A band of rows at a time keeps the temporary small.
+        for start in range(0, len(inverse_norms), _BAND):
+            band = slice(start, start + _BAND)
+            dissimilarity[band] *= inverse_norms[band, None] * inverse_norms[None, :]
+    np.subtract(1.0, dissimilarity, out=dissimilarity)
     np.fill_diagonal(dissimilarity, 0.0)
     return dissimilarity
+
+
+_BAND = 128
 
 
 def upper_triangle(matrix: np.ndarray) -> np.ndarray:
@@ -55,6 +67,86 @@ def compare_rdms(first: np.ndarray, second: np.ndarray) -> float:
     return float((a @ b) / denominator)
 
 
+class PreparedRdm:
+    """An RDM set up once for many comparisons (Pearson r over strict upper triangles).
+
+    Sums run over the whole matrix instead of gathering the triangle (8 MB of indices and a
+    copy per comparison at n=1000): in a symmetric matrix with a zero diagonal every pair
+    appears twice, so the means, variances and covariance are the triangle's. A matrix that
+    is not exactly symmetric is rebuilt from its upper triangle first, so the result is
+    always :func:`compare_rdms`'s.
+    """
+
+    def __init__(self, matrix: np.ndarray, symmetric: bool = False):
+        values = np.asarray(matrix, dtype=np.float64)
+        if not symmetric and not (np.array_equal(values, values.T)
+                                  and not np.any(np.diagonal(values))):
+            upper = np.triu(values, 1)
+            values = upper + upper.T
+        n = values.shape[0]
+        self.flat = values.reshape(-1)
+        self.pairs = n * (n - 1)  # ordered pairs
+        self.total = float(self.flat.sum())  # NaN or inf anywhere makes it so
+        self.squares = float(self.flat @ self.flat)
+
+    def compare(self, other: PreparedRdm) -> float:
+        """Pearson r with another prepared RDM of the same size; NaN if either is undefined."""
+        return self.compare_products(other, float(self.flat @ other.flat))
+
+    def compare_products(self, other: PreparedRdm, products: float) -> float:
+        """:meth:`compare` with the sum of products already computed."""
+        return self.pearson_from_sums(other.total, other.squares, products)
+
+    def pearson_from_sums(self, total: float, squares: float, products: float) -> float:
+        """Pearson r with a matrix known by its sum, sum of squares and sum of products with
+        this one (all over the whole matrix; symmetric, zero diagonal). NaN if undefined."""
+        own_norm2 = self.squares - self.total * self.total / self.pairs
+        norm2 = squares - total * total / self.pairs
+        if not np.isfinite(own_norm2 * norm2 * products) or own_norm2 <= 0.0 or norm2 <= 0.0:
+            return float("nan")
+        covariance = products - total * self.total / self.pairs
+        return float(covariance / np.sqrt(own_norm2 * norm2))
+
+
+def compare_gram_rdm(core: np.ndarray, cross: np.ndarray, target: PreparedRdm,
+                     other: PreparedRdm | None = None) -> tuple[float, float]:
+    """Pearson r between ``target`` and the RDM of the row-centred Gram G_ij = core_ij +
+    cross_i + cross_j (``core`` symmetric), without building that RDM; and, in the same pass,
+    between ``target`` and ``other`` (NaN if not given).
+
+    Why: building, summing and comparing an (n x n) float64 RDM per subject x ROI costs ~15
+    passes over 8 MB at n=1000; here each band of rows is made, summed and compared while in
+    cache, so ``target`` and ``other`` are read once and nothing n x n is written.
+    """
+    n = core.shape[0]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        inverse_norms = 1.0 / np.sqrt(np.clip(np.diagonal(core) + 2.0 * cross, 0.0, None))
+        target_rows = target.flat.reshape(n, n)
+        other_rows = None if other is None else other.flat.reshape(n, n)
+        total = squares = products = other_products = 0.0
+        band_values = np.empty((min(_BAND, n), n))
+        for start in range(0, n, _BAND):
+            rows = slice(start, min(start + _BAND, n))
+            values = band_values[:rows.stop - start]
+            np.add.outer(cross[rows], cross, out=values)
+            values += core[rows]
+            # g_ij * (a_i a_j): the same both ways round, so the RDM is exactly symmetric.
+            values *= inverse_norms[rows, None] * inverse_norms[None, :]
+            np.subtract(1.0, values, out=values)
+            values[np.arange(rows.stop - start), np.arange(start, rows.stop)] = 0.0
+            flat = values.reshape(-1)
+            total += flat.sum()
+            squares += flat @ flat
+            target_band = target_rows[rows].reshape(-1)
+            products += flat @ target_band
+            if other_rows is not None:
+                other_products += other_rows[rows].reshape(-1) @ target_band
+    versus_other = float("nan")
+    if other is not None:
+        versus_other = other.compare_products(target, other_products)
+    return target.pearson_from_sums(total, squares, products), versus_other
+
+
 def pearson_columns(first: np.ndarray, second: np.ndarray, chunk: int = 8192) -> np.ndarray:
     """Pearson r between matching columns of two (samples x columns) matrices, in float64.
 
@@ -72,3 +164,18 @@ def pearson_columns(first: np.ndarray, second: np.ndarray, chunk: int = 8192) ->
         with np.errstate(divide="ignore", invalid="ignore"):
             r[start:start + chunk] = numerator / denominator
     return r
+
+
+def pearson_centred(first: np.ndarray, centred: np.ndarray) -> np.ndarray:
+    """Pearson r between matching columns of ``first`` and ``centred`` (whose columns have
+    zero mean), with sums in the arrays' own dtype and the result in float64.
+
+    For float32 blocks straight out of a matrix product (the LOO predictions): no float64
+    copies. Sums of n=1000 float32 products err by ~1e-7 relative, so r by ~1e-6 at worst
+    (compute-notes.md measured 5.6e-7 for this step)."""
+    a = first - first.mean(axis=0)
+    numerator = np.einsum("ij,ij->j", a, centred).astype(np.float64)
+    first_norm2 = np.einsum("ij,ij->j", a, a).astype(np.float64)
+    second_norm2 = np.einsum("ij,ij->j", centred, centred).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return numerator / np.sqrt(first_norm2 * second_norm2)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from nsdbench.joblog import UserError
 from nsdbench.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from nsdbench.weights import checkpoint_format, torch_load
 
@@ -24,7 +25,7 @@ from nsdbench.weights import checkpoint_format, torch_load
 DETECTRON2_BGR_MEAN = (103.530, 116.280, 123.675)
 
 
-class ModelError(ValueError):
+class ModelError(UserError):
     """A model entry that cannot be built; the message names the model and the problem."""
 
 

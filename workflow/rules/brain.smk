@@ -20,8 +20,9 @@ rule brain_responses:
     benchmark:
         "logs/benchmarks/brain/sub-{subject}.tsv"
     resources:
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=fixed("brain_responses", "mem_mb"),
+        runtime=fixed("brain_responses", "runtime"),
+        cpus_per_task=threads_as_cpus,
     conda:
         "../../envs/cpu.yaml"
     script:
@@ -55,8 +56,9 @@ rule train_stimuli:
     log:
         "logs/stimuli/train.log",
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=fixed("train_stimuli", "mem_mb"),
+        runtime=fixed("train_stimuli", "runtime"),
+        cpus_per_task=threads_as_cpus,
     conda:
         "../../envs/cpu.yaml"
     script:

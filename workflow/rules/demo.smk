@@ -17,8 +17,9 @@ if config["nsd"].get("demo"):
             "logs/benchmarks/demo_nsd.tsv"
         threads: 2
         resources:
-            mem_mb=4000,
-            runtime=30,
+            mem_mb=fixed("demo_nsd", "mem_mb"),
+            runtime=fixed("demo_nsd", "runtime"),
+            cpus_per_task=threads_as_cpus,
         conda:
             "../../envs/gpu.yaml"
         script:

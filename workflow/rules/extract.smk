@@ -21,11 +21,15 @@ rule extract:
         "logs/extract/{model}/group-{group}.log",
     benchmark:
         "logs/benchmarks/extract/{model}/group-{group}.tsv"
-    threads: 2
+    threads: EXTRACT_THREADS
+    # From the group's layers (nsdbench.plan.extract_jobs): host buffers of a batch of the
+    # group's features, the forward pass and the writes; disk_mb is the group's features.
     resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,
-        disk_mb=group_feature_mb,
-        runtime=lambda wildcards, attempt: 60 * attempt,
+        mem_mb=requested("extract", "mem_mb"),
+        disk_mb=requested("extract", "disk_mb"),
+        runtime=requested("extract", "runtime"),
+        cpus_per_task=threads_as_cpus,
+        gpu=int(EXTRACT_GPU),
     conda:
         "../../envs/gpu.yaml"
     script:

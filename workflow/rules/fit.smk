@@ -22,9 +22,12 @@ rule fit:
     threads: 1
     # Fit what is extracted before extracting more, so feature stores are deleted early.
     priority: 10
+    # From the block's layers, the images and the scored voxels (nsdbench.plan.fit_jobs).
     resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,
-        runtime=lambda wildcards, attempt: 60 * attempt,
+        mem_mb=requested("fit", "mem_mb"),
+        runtime=requested("fit", "runtime"),
+        cpus_per_task=threads_as_cpus,
+        gpu=0,
     conda:
         "../../envs/cpu.yaml"
     script:

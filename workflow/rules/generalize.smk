@@ -19,8 +19,9 @@ rule ceilings:
     benchmark:
         "logs/benchmarks/ceilings.tsv"
     resources:
-        mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=lambda wildcards, attempt: 60 * attempt,
+        mem_mb=fixed("ceilings", "mem_mb"),
+        runtime=fixed("ceilings", "runtime"),
+        cpus_per_task=threads_as_cpus,
     conda:
         "../../envs/cpu.yaml"
     script:
@@ -38,8 +39,9 @@ rule test_stimuli:
     log:
         "logs/stimuli/test-sub-{subject}.log",
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=fixed("test_stimuli", "mem_mb"),
+        runtime=fixed("test_stimuli", "runtime"),
+        cpus_per_task=threads_as_cpus,
     conda:
         "../../envs/cpu.yaml"
     script:
@@ -67,10 +69,15 @@ rule generalize:
         "logs/generalize/{model}.log",
     benchmark:
         "logs/benchmarks/generalize/{model}.tsv"
-    threads: 2
+    threads: EXTRACT_THREADS
+    # Planned for the model's widest layers (nsdbench.plan.generalize_jobs): the best layers
+    # are known only once its fits have run.
     resources:
-        mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=lambda wildcards, attempt: 120 * attempt,
+        mem_mb=requested("generalize", "mem_mb"),
+        disk_mb=requested("generalize", "disk_mb"),
+        runtime=requested("generalize", "runtime"),
+        cpus_per_task=threads_as_cpus,
+        gpu=int(EXTRACT_GPU),
     conda:
         "../../envs/gpu.yaml"
     script:

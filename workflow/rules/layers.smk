@@ -14,8 +14,10 @@ checkpoint layer_inventory:
     benchmark:
         "logs/benchmarks/layers/{model}.tsv"
     resources:
-        mem_mb=4000,
-        runtime=15,
+        mem_mb=fixed("layer_inventory", "mem_mb"),
+        runtime=fixed("layer_inventory", "runtime"),
+        cpus_per_task=threads_as_cpus,
+        gpu=0,  # architecture only: no GPU
     conda:
         "../../envs/gpu.yaml"
     script:

@@ -12,7 +12,7 @@ from nsdbench.brain import read_stimuli_store
 from nsdbench.extract import StackedImages, extract_features
 from nsdbench.features import open_layer
 from nsdbench.generalize import HeldOut, best_layers, generalization_scores
-from nsdbench.joblog import setup_job_logging
+from nsdbench.joblog import UserError, setup_job_logging
 from nsdbench.models import build_model
 from nsdbench.reduce import srp_dimension
 from nsdbench.tables import SCORE_COLUMNS, gather_scores, score_rows, write_table
@@ -35,7 +35,7 @@ held_out = HeldOut.load(snakemake.input.brain, train.nsd_ids)
 tests = [read_stimuli_store(path) for path in snakemake.input.test_stimuli]
 for (subject, ids), stimuli in zip(held_out.test_nsd_ids.items(), tests):
     if not np.array_equal(ids, stimuli.nsd_ids):
-        raise ValueError(f"subject {subject}: test stimuli and brain store list different images")
+        raise UserError(f"subject {subject}: test stimuli and brain store list different images")
 images = StackedImages([train.images, *(stimuli.images for stimuli in tests)])
 log.info("model %s: %d best layers, %d train + %d test images", entry["name"], len(layers),
          held_out.n_train, images.shape[0] - held_out.n_train)
