@@ -1,5 +1,8 @@
 """The streaming pass: exact Gram and RDM, and a sparse random projection within JL bounds."""
 
+import inspect
+import textwrap
+
 import numpy as np
 import zarr
 from sklearn.random_projection import johnson_lindenstrauss_min_dim
@@ -95,3 +98,27 @@ def test_streamed_rdm_is_exactly_symmetric():
     """Comparisons sum the whole RDM as if symmetric (rsa.PreparedRdm)."""
     reduction = reduce_layer(relu_features(n=30, d=5000, seed=4), n_components=None)
     assert np.array_equal(reduction.rdm, reduction.rdm.T)
+
+
+def test_the_sparse_kernel_and_its_fallback_agree():
+    """scipy's private in-place CSR kernel and the public fallback used if it ever disappears
+    accumulate the same product into the output (checked against a dense product)."""
+    import scipy.sparse
+
+    from nsdbench import reduce
+
+    rng = np.random.default_rng(3)
+    matrix = scipy.sparse.random(40, 30, density=0.2, format="csr", random_state=4,
+                                 dtype=np.float32)
+    x = rng.standard_normal((30, 7)).astype(np.float32)
+    start = rng.standard_normal((40, 7)).astype(np.float32)
+    expected = start + matrix.toarray() @ x
+    source = inspect.getsource(reduce)
+    start_at = source.index("    def _csr_matvecs")
+    fallback_source = source[start_at:source.index("\n\n\ndef", start_at)]
+    namespace = {"scipy": scipy}
+    exec(textwrap.dedent(fallback_source), namespace)  # the fallback, defined as in the module
+    for kernel in (reduce._csr_matvecs, namespace["_csr_matvecs"]):
+        out = start.copy()
+        kernel(40, 30, 7, matrix.indptr, matrix.indices, matrix.data, x.ravel(), out.ravel())
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
