@@ -11,7 +11,8 @@ from nsdbench.cost import Calibration, cost_table, extrapolate, job_cost, layer_
 
 CALIBRATION = Calibration(
     gram_s_per_flop=1e-11, stream_s_per_byte=1e-9, eigh_s_per_n3=2e-10, voxel_s_per_n2v=5e-11,
-    set_s_per_n2=1e-8, startup_s=2.0, base_bytes=3e8, response_copies=3.0,
+    set_s_per_n2=1e-8, startup_s=2.0, prepare_s_per_n2v=1e-11, base_bytes=3e8,
+    response_copies=3.0,
 )
 
 
@@ -68,7 +69,8 @@ def test_table_sums_models_and_counts_jobs():
     assert total.layers == 8 and total.fit_jobs == 5
     assert total.core_hours == pytest.approx(models.core_hours.sum())
     expected_a = (layer_core_seconds(1000, np.array([1000, 20_000, 300_000]), 40_000,
-                                     calibration=CALIBRATION).sum() + 2 * 2.0) / 3600
+                                     calibration=CALIBRATION).sum()
+                  + 2 * (2.0 + 1e-11 * 1000**2 * 40_000)) / 3600
     assert models.loc["a", "core_hours"] == pytest.approx(expected_a)
     # A {model: inventory} mapping gives the same table.
     mapped = cost_table({"a": inventories[0].drop(columns="model"), "b": inventories[1]}, 1000,

@@ -1,10 +1,11 @@
 """Scoring one layer: the three metrics against direct computations, and no self-leak."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.linear_model import Ridge
 
-from nsdbench.fit import BrainTargets, full_sample_intercept, score_layer
+from nsdbench.fit import BrainTargets, CentredTargets, full_sample_intercept, score_layer
 from nsdbench.reduce import centred_gram_of
 from nsdbench.ridge import DualRidge
 from nsdbench.rsa import compare_rdms, pearson_columns, rdm
@@ -112,3 +113,49 @@ def test_scores_equal_refits_from_over_shrinkage_to_none(scale, voxel_means):
     assert scores["voxel_r"] == pytest.approx(pearson_columns(loo, y).mean(), abs=1e-4)
     cleaned = full_sample_intercept(loo, y)
     assert scores["versa"] == pytest.approx(compare_rdms(rdm(cleaned), rdm(y)), abs=1e-4)
+
+
+def test_penalty_grid_scores_equal_refits_with_each_voxels_chosen_penalty():
+    """A grid of penalties: each voxel gets the one of least LOO squared error (found here by
+    brute-force refits), and voxel r, veRSA and the reported median penalty are those of the
+    refits with the chosen penalties."""
+    rng = np.random.default_rng(7)
+    n, alphas = 40, [1e0, 1e2, 1e4, 1e6]
+    features = rng.standard_normal((n, 30)).astype(np.float32) * 3
+    strength = np.linspace(0.0, 2.0, 16)  # noise-only voxels prefer large penalties
+    y = (features[:, :3] @ rng.standard_normal((3, 16)) * strength
+         + rng.standard_normal((n, 16)) + 5.0).astype(np.float32)
+    targets = BrainTargets.from_sets({("01", "roi0"): y}, np.arange(n))
+    scores = score_layer(features, targets, alphas=alphas, srp_dim=None, seed=0, model="m",
+                         layer="l").set_index("metric")
+    x, y64 = features.astype(np.float64), y.astype(np.float64)
+    refits = np.stack([
+        np.stack([Ridge(alpha=alpha).fit(np.delete(x, i, 0), np.delete(y64, i, 0))
+                  .predict(x[i:i + 1])[0] for i in range(n)])
+        for alpha in alphas
+    ])
+    chosen = ((refits - y64) ** 2).sum(axis=1).argmin(axis=0)
+    assert len(set(chosen)) > 1  # the voxels do not all prefer one penalty
+    loo = refits[chosen, :, np.arange(16)].T
+    assert scores.loc["voxel_r", "score"] == pytest.approx(
+        pearson_columns(loo, y64).mean(), abs=1e-4)
+    assert scores.loc["versa", "score"] == pytest.approx(
+        compare_rdms(rdm(full_sample_intercept(loo, y64)), rdm(y64)), abs=1e-4)
+    assert scores.loc["versa", "alpha"] == np.median(np.asarray(alphas)[chosen])
+
+
+def test_centring_in_place_scores_as_a_copy_does():
+    """The fit job centres the responses in place (no second n x V copy); the scores equal
+    those of the copying path, and scoring the consumed targets again stays right."""
+    rng = np.random.default_rng(9)
+    features = rng.standard_normal((60, 80)).astype(np.float32) * 30
+    signal = features[:, :5] / 30
+    expected = score_layer(features, brain(signal=signal, seed=10), alphas=[1e5], srp_dim=None,
+                           seed=0, model="m", layer="l")
+    consumed = brain(signal=signal, seed=10)
+    centred = CentredTargets(consumed, in_place=True)
+    assert consumed.responses is centred.responses
+    for targets in (centred, consumed):
+        scores = score_layer(features, targets, alphas=[1e5], srp_dim=None, seed=0, model="m",
+                             layer="l")
+        pd.testing.assert_frame_equal(scores, expected)

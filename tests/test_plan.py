@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from nsdbench import plan as planning
-from nsdbench.plan import assign_jobs
+from nsdbench.plan import assign_jobs, fit_stage_line
 
 
 def inventory(widths):
@@ -59,7 +59,8 @@ def test_job_tables_of_several_models_are_each_models_tables():
     settings = planning.PlanSettings(voxels=5000, sets=8, subjects=2, n_test=50)
     plans = [assign_jobs(model_inventory(m, w), 100, 1e-4, 2)
              for m, w in (("a", [10, 2000, 300_000, 40]), ("b", [50_000] * 5))]
-    for make in (planning.fit_jobs, planning.extract_jobs, planning.generalize_jobs):
+    for make in (planning.fit_jobs, planning.extract_jobs, planning.best_layer_extraction_jobs,
+                 planning.generalize_jobs):
         together = make(pd.concat(plans, ignore_index=True), settings)
         apart = pd.concat([make(p, settings) for p in plans], ignore_index=True)
         pd.testing.assert_frame_equal(together, apart)
@@ -70,6 +71,13 @@ def test_job_tables_of_several_models_are_each_models_tables():
     extract = planning.extract_jobs(plans[1], settings)
     assert extract["features"].tolist() == plans[1].groupby("group")["n_features"].sum().tolist()
     assert (extract["disk_mb"] == np.ceil(extract["features"] * 100 * 2 / 1e6)).all()
+    # Generalization: the GPU job extracts the 5 widest layers for train + 2 x 50 test images;
+    # the CPU job fits them on one core, without a GPU or scratch of its own.
+    best = planning.best_layer_extraction_jobs(plans[0], settings).iloc[0]
+    assert best["layers"] == 4 and best["features"] == 10 + 2000 + 300_000 + 40
+    assert best["gpu"] == 1 and best["disk_mb"] == np.ceil(best["features"] * 200 * 2 / 1e6)
+    fits = planning.generalize_jobs(plans[0], settings).iloc[0]
+    assert (fits["gpu"], fits["cpus"], fits["disk_mb"]) == (0, 1, 0)
 
 
 def test_plan_and_settings_from_config():
@@ -109,3 +117,11 @@ def test_jobs_per_rule_and_array_submissions():
     assert planning.slurm_arrays({"slurm-array-jobs": "fit; extract",
                                   "slurm-array-limit": 500}) == (("fit", "extract"), 500)
     assert planning.slurm_arrays(None) == ((), 1000)
+
+
+def test_fit_stage_is_scaled_to_the_papers_fit_count():
+    report = pd.DataFrame({"rule": ["fit", "extract", "TOTAL"], "core_hours": [10.0, 5.0, 15.0],
+                           "fits": [5.17e8, 0, 5.17e8]})
+    assert fit_stage_line(report) == ("fit stage (CPU): 10.0 core-hours; 100.0 core-hours per "
+                                      "5.17 billion fits, the paper's workload (it took ~32,000)")
+    assert fit_stage_line(report[report.rule != "fit"]) == "fit stage: no fit jobs"

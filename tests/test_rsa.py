@@ -80,5 +80,9 @@ def test_banded_gram_comparison_equals_building_the_rdm():
                                    PreparedRdm(other))
     assert versa == pytest.approx(compare_rdms(rdm_from_centred_gram(gram), target), abs=1e-6)
     assert crsa == pytest.approx(compare_rdms(other, target), abs=1e-12)
+    # Only the upper triangle is read (a BLAS syrk fills just that half).
+    half = np.triu(core).astype(np.float32) + np.tril(np.full((n, n), np.nan, np.float32), -1)
+    assert compare_gram_rdm(half, offset, PreparedRdm(target), PreparedRdm(other)) == (
+        versa, crsa)
     undefined = compare_gram_rdm(np.zeros((n, n), np.float32), np.zeros(n), PreparedRdm(target))
     assert np.isnan(undefined[0]) and np.isnan(undefined[1])

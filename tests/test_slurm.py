@@ -47,7 +47,7 @@ CI_PARTITIONS = {"cpu": "cpu", "gpu": "gpu"}
 CI_GPU_MODEL = "tesla"
 # No slurmdbd there: job states come from squeue (sacct would fail and Snakemake wait forever).
 CI_EXTRA = {"slurm-status-command": "squeue", "slurm-init-seconds-before-status-checks": 2}
-GPU_RULES = {"extract", "generalize"}
+GPU_RULES = {"extract", "extract_best_layers"}
 
 RUN_LIMIT_S = 900  # one snakemake invocation; a hang fails the test instead of CI
 KEYS = ["model", "layer", "subject", "roi", "metric", "split"]
@@ -400,7 +400,7 @@ def test_normal_run_submits_every_cluster_job(normal_run):
         finished[rule] = finished.get(rule, 0) + 1
     local = set(re.findall(r"^localrule (\w+):", log, re.M))
     assert submitted == {rule: n for rule, n in finished.items() if rule not in local}
-    assert {"demo_nsd", "fit", "extract", "generalize"} <= set(submitted)
+    assert {"demo_nsd", "fit", "extract", "extract_best_layers", "generalize"} <= set(submitted)
 
     scores = read_scores(normal_run.path)
     config = yaml.safe_load(CONFIG.read_text())
@@ -501,12 +501,12 @@ def incomplete_outputs(workdir: Path) -> list[Path]:
 
 def finished_files(workdir: Path) -> dict[str, int]:
     """Every file of the run's data and results (path -> mtime ns), except marked-incomplete
-    outputs, the work in progress of killed jobs (`*.partial`), and whatever lies inside them."""
+    outputs, the work in progress of killed jobs (`*.partial*`), and whatever lies inside them."""
     incomplete = incomplete_outputs(workdir)
     stamps = {}
     for top in ("results", "resources"):
         for path in (workdir / top).rglob("*"):
-            unfinished = any(part.endswith(".partial") for part in path.parts) or any(
+            unfinished = any(".partial" in part for part in path.parts) or any(
                 path == out or out in path.parents for out in incomplete)
             if path.is_file() and not unfinished:
                 stamps[str(path.relative_to(workdir))] = path.stat().st_mtime_ns

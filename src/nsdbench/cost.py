@@ -10,7 +10,8 @@ One fit job scores ``layers_per_job`` layers of one model against every subject 
 - one float64 eigh and residual operator (~n^3);
 - per voxel: the LOO product, Pearson r, predicted ROI RDMs (~n^2 V);
 - per subject x ROI: comparing two RDMs (cRSA, veRSA) and RDM set-up (~n^2 each);
-- per job: process start-up and imports.
+- per job: process start-up and imports, and the brain RDMs and centred responses that all
+  its layers share (~n^2 V).
 
 The constants (seconds per flop, per byte, ...) are fitted by ``benchmarks/fit.py`` and read
 from ``benchmarks/fit_calibration.json`` when it exists; the built-in defaults are that file's
@@ -49,14 +50,15 @@ class Calibration:
 
     # Defaults: benchmarks/fit.py on the 2-core dev machine, 1 BLAS thread, 2026-11-30
     # (benchmarks/fit_calibration.json, which Calibration.load reads, holds the same values).
-    gram_s_per_flop: float = 2.67e-11  # streaming float32 Gram, per flop (n^2 d)
-    stream_s_per_byte: float = 2.41e-8  # read + float16 cast + SRP, per byte of stored features
-    eigh_s_per_n3: float = 2.38e-10  # float64 eigh + residual operator, per n^3
-    voxel_s_per_n2v: float = 6.68e-11  # LOO GEMM + r + predicted RDMs, per n^2 V
-    set_s_per_n2: float = 3.31e-8  # per subject x ROI: RDM comparisons and copies, per n^2
-    startup_s: float = 1.07  # imports and set-up, per job (without loading brain stores)
-    base_bytes: float = 1.5e8  # RSS after imports
-    response_copies: float = 2.98  # float32 (n x V) arrays alive at the peak
+    gram_s_per_flop: float = 1.03e-11  # streaming float32 Gram, per flop (n^2 d)
+    stream_s_per_byte: float = 4.23e-9  # read + float16 cast + SRP, per byte of stored features
+    eigh_s_per_n3: float = 1.69e-10  # float64 eigh + residual operator, per n^3
+    voxel_s_per_n2v: float = 2.26e-11  # LOO GEMM + r + predicted RDMs, per n^2 V
+    set_s_per_n2: float = 6.1e-9  # per subject x ROI: RDM comparisons, per n^2
+    startup_s: float = 1.41  # imports and set-up, per job (without loading brain stores)
+    prepare_s_per_n2v: float = 3.89e-11  # per job: brain RDMs and centred responses, per n^2 V
+    base_bytes: float = 1.58e8  # RSS after imports
+    response_copies: float = 1.70  # float32 (n x V) arrays alive at the peak
 
     @classmethod
     def load(cls, path: Path | str | None = None) -> Calibration:
@@ -102,6 +104,13 @@ def layer_core_seconds(n: int, d, voxels: int, srp_dim: int | None = DEFAULT_SRP
     )
 
 
+def job_overhead_seconds(n: int, voxels: int, calibration: Calibration | None = None) -> float:
+    """Core-seconds of a fit job besides its layers: start-up, and the brain RDMs and centred
+    responses its layers share."""
+    c = calibration or Calibration.load()
+    return c.startup_s + c.prepare_s_per_n2v * float(n) ** 2 * voxels
+
+
 def job_peak_bytes(n: int, voxels: int, srp_dim: int | None = DEFAULT_SRP_DIM,
                    calibration: Calibration | None = None,
                    read_block: int = DEFAULT_READ_BLOCK, widest: float | None = None) -> float:
@@ -126,7 +135,7 @@ def job_cost(n: int, d, voxels: int, srp_dim: int | None = DEFAULT_SRP_DIM,
     widths = np.atleast_1d(np.asarray(d, dtype=np.float64))
     seconds = float(
         layer_core_seconds(n, widths, voxels, srp_dim, c, bytes_per_feature, sets).sum())
-    return {"core_seconds": c.startup_s + seconds,
+    return {"core_seconds": job_overhead_seconds(n, voxels, c) + seconds,
             "peak_bytes": job_peak_bytes(n, voxels, srp_dim, c)}
 
 
@@ -151,7 +160,8 @@ def cost_table(inventories, n_images: int, voxels: int, srp_dim: int | None = DE
             "layers": len(widths),
             "mean_features": float(widths.mean()),
             "fit_jobs": jobs,
-            "core_hours": (float(layer_seconds.sum()) + jobs * c.startup_s) / 3600,
+            "core_hours": (float(layer_seconds.sum())
+                           + jobs * job_overhead_seconds(n_images, voxels, c)) / 3600,
             "peak_gb": job_peak_bytes(n_images, voxels, srp_dim, c) / 1e9,
         })
     result = pd.DataFrame(rows)

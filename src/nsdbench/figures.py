@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from nsdbench.atomic import replaced_when_done  # noqa: E402
 
 # SVG text stays text (searchable, editable, smaller files) instead of glyph outlines.
 plt.rcParams["svg.fonttype"] = "none"
@@ -27,11 +27,9 @@ METRIC_TITLES = {"crsa": "cRSA", "versa": "veRSA", "voxel_r": "voxel r"}
 def save_figure(figure, out_paths) -> None:
     """Write the figure to each path (PNG, SVG, ...) under a temporary name, then rename: a
     killed job leaves no finished-looking figure."""
-    for path in map(Path, out_paths):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.stem}.partial{path.suffix}")
-        figure.savefig(partial, dpi=120)
-        partial.replace(path)
+    for path in out_paths:
+        with replaced_when_done(path) as partial:
+            figure.savefig(partial, dpi=120)
     plt.close(figure)
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from itertools import combinations
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from nsdbench import stats
+from nsdbench.atomic import replaced_when_done
 from nsdbench.tables import MODEL_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -425,8 +425,5 @@ def report_table_html(name: str, table: pd.DataFrame, path) -> None:
         f"<p>results/tables/{name}.parquet: {len(view)} of {len(table)} rows</p>"
         f"{body}</body></html>"
     )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(page)
-    partial.replace(path)
+    with replaced_when_done(path) as partial:
+        partial.write_text(page)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import scipy.linalg
 
 from nsdbench.brain import MIN_KEPT_VOXELS, read_response_store
 from nsdbench.joblog import UserError
@@ -79,12 +80,12 @@ class BrainTargets:
             self._prepared[key] = PreparedRdm(self.rdms[key])
         return self._prepared[key]
 
-    def voxel_means(self, key: tuple[str, str]) -> np.ndarray:
-        """float64 mean response of each voxel of ``key``, once per job."""
-        if ("mean", key) not in self._prepared:
-            values = self.responses[:, self.columns[key]]
-            self._prepared[("mean", key)] = values.mean(axis=0, dtype=np.float64)
-        return self._prepared[("mean", key)]
+    def centred(self) -> CentredTargets:
+        """These responses set up for scoring (a copy, made once); see :class:`CentredTargets`
+        for the fit job's in-place variant."""
+        if "centred" not in self._prepared:
+            self._prepared["centred"] = CentredTargets(self)
+        return self._prepared["centred"]
 
     @classmethod
     def from_sets(cls, sets: dict[tuple[str, str], np.ndarray], nsd_ids: np.ndarray):
@@ -130,6 +131,74 @@ class BrainTargets:
         return cls.from_sets(sets, train_nsd_ids)
 
 
+@dataclass(frozen=True)
+class CentredSet:
+    """What scoring needs of one subject x ROI besides its double-centred responses: sums
+    that depend only on the responses, computed once per job instead of once per layer."""
+
+    columns: slice  # of CentredTargets.responses
+    image_means: np.ndarray  # (n,) float64: each image's mean over the voxel-centred responses
+    voxel_norm2: np.ndarray  # (v,) float64: squared norm of each voxel-centred response
+    voxel_means: np.ndarray  # (v,) float64: each voxel's mean response
+    offset_cross: np.ndarray  # (n,) float64: D @ m, m = voxel_means - their mean
+    offset_norm2: float  # |m|^2
+    brain: PreparedRdm  # the set's brain RDM (of the raw responses)
+
+
+class CentredTargets:
+    """Train responses of every subject x ROI, centred once per job for scoring many layers.
+
+    Each set's (n x v) block Y is stored double-centred, D = Y - voxel means - image means
+    (image means taken after the voxel means are removed), in float32 from float64 arithmetic.
+    Why: the predicted patterns' RDM needs each image's predictions centred across voxels,
+    and the ridge's operator B is linear, so B D *is* the common-intercept LOO predictions
+    centred per voxel and per image: one product gives what the predicted RDM needs, with no
+    centring passes per layer. Voxel r, which needs the predictions centred per voxel only,
+    is recovered from a few sums (see :func:`set_scores`).
+
+    ``in_place``: centre ``targets.responses`` itself (the fit job: no second copy of n x V).
+    Its responses are then no longer raw: ``targets`` must not be used for anything else
+    (its ``centred()`` returns this object, so scoring it again stays right).
+    """
+
+    def __init__(self, targets: BrainTargets, in_place: bool = False):
+        responses = targets.responses if in_place else targets.responses.copy()
+        self.sets: dict[tuple[str, str], CentredSet] = {}
+        for key, columns in targets.columns.items():
+            brain = targets.prepared_rdm(key)  # from the raw responses, before centring
+            self.sets[key] = _centre_in_place(responses[:, columns], columns, brain)
+        self.responses = responses
+        self.n_images = responses.shape[0]
+        if in_place:
+            targets._prepared["centred"] = self
+
+
+def _centre_in_place(block: np.ndarray, columns: slice, brain: PreparedRdm,
+                     chunk: int = 4096) -> CentredSet:
+    """Double-centre one set's (n x v) float32 block in place, a few thousand voxels at a
+    time in float64 (so the temporaries stay small for a large ROI)."""
+    n, v = block.shape
+    voxel_means = block.mean(axis=0, dtype=np.float64)
+    voxel_norm2 = np.empty(v)
+    image_sums = np.zeros(n)
+    for start in range(0, v, chunk):
+        part = slice(start, start + chunk)
+        centred = block[:, part] - voxel_means[part]
+        voxel_norm2[part] = np.einsum("ij,ij->j", centred, centred)
+        image_sums += centred.sum(axis=1)
+    image_means = image_sums / v
+    offset = voxel_means - voxel_means.mean()
+    offset_cross = np.zeros(n)
+    for start in range(0, v, chunk):
+        part = slice(start, start + chunk)
+        centred = block[:, part] - voxel_means[part]
+        centred -= image_means[:, None]
+        offset_cross += centred @ offset[part]
+        block[:, part] = centred
+    return CentredSet(columns, image_means, voxel_norm2, voxel_means, offset_cross,
+                      float(offset @ offset), brain)
+
+
 def effective_srp_dim(features, srp_dim: int | None) -> int | None:
     """``srp_dim``, or None for a layer no wider than it: projecting it would only add noise,
     so it is fitted on its own features."""
@@ -163,10 +232,12 @@ def reduce_for_ridge(features, *, srp_dim: int | None, seed: int, model: str, la
 
 
 def score_layer(
-    features, targets: BrainTargets, *, alphas, srp_dim: int | None, seed: int, model: str,
-    layer: str,
+    features, targets: BrainTargets | CentredTargets, *, alphas, srp_dim: int | None, seed: int,
+    model: str, layer: str,
 ) -> pd.DataFrame:
     """Scores of one layer: one row per subject x ROI x metric (split ``train``, LOO)."""
+    if isinstance(targets, BrainTargets):
+        targets = targets.centred()
     reduction, gram, srp_dim = reduce_for_ridge(
         features, srp_dim=srp_dim, seed=seed, model=model, layer=layer
     )
@@ -174,55 +245,138 @@ def score_layer(
     if gram is not None:
         per_set = set_scores(DualRidge(gram), reduction.rdm, targets, alphas)
     rows = []
-    for (subject, roi), columns in targets.columns.items():
+    for (subject, roi), fit_set in targets.sets.items():
         scores, alpha = per_set.get(
             (subject, roi), (dict.fromkeys(METRICS, float("nan")), float(np.atleast_1d(alphas)[0]))
         )
         rows += metric_rows(
-            subject, roi, scores, split="train", n_voxels=columns.stop - columns.start,
-            n_images=targets.responses.shape[0], srp_dim=srp_dim, alpha=alpha,
+            subject, roi, scores, split="train",
+            n_voxels=fit_set.columns.stop - fit_set.columns.start, n_images=targets.n_images,
+            srp_dim=srp_dim, alpha=alpha,
         )
     return pd.DataFrame(rows)
 
 
-def set_scores(ridge: DualRidge, layer_rdm: np.ndarray, targets: BrainTargets, alphas,
+def set_scores(ridge: DualRidge, layer_rdm: np.ndarray, targets: CentredTargets, alphas,
                dtype=np.float32) -> dict:
     """(subject, roi) -> ({metric: score}, median penalty), one subject x ROI at a time.
 
-    Per set: one float32 product gives the LOO predictions (with the common intercept of
-    :func:`full_sample_intercept`) of its voxels, their voxel r, and one symmetric product
-    their predicted RDM; nothing (n x all voxels) is held beyond the responses themselves.
+    Per set, one float32 product gives the LOO predictions (with the common intercept of
+    :func:`full_sample_intercept`) centred per voxel and per image, which one symmetric
+    product turns into their RDM, and the sums their voxel r needs; nothing (n x all voxels)
+    is held beyond the responses themselves. With several penalties, one product per penalty
+    and the per-voxel choice of least LOO squared error.
     """
     alphas = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
-    operators = ridge.operators(alphas, dtype)
+    penalties = [_Penalty(ridge.common_intercept_operator(alpha), dtype) for alpha in alphas]
     layer = PreparedRdm(layer_rdm)
     results = {}
-    for key, columns in targets.columns.items():
-        responses = targets.responses[:, columns]
-        mean = targets.voxel_means(key)
-        centred = np.subtract(responses, mean.astype(dtype), dtype=dtype)
-        shifted, chosen = ridge.loo_shifted(centred, operators)
-        voxel_r = _loo_voxel_r(shifted, centred)
-        del centred
-        core, cross = _row_centred_gram_parts(shifted, mean)
-        versa, crsa = compare_gram_rdm(core, cross, targets.prepared_rdm(key), layer)
+    for key, fit_set in targets.sets.items():
+        centred = targets.responses[:, fit_set.columns]
+        if len(penalties) == 1:
+            core, cross, sums = _one_penalty(penalties[0], centred, fit_set)
+            chosen = np.zeros(centred.shape[1], dtype=int)
+        else:
+            core, cross, sums, chosen = _penalty_grid(penalties, centred, fit_set)
+        voxel_r = _voxel_r(*sums, fit_set.voxel_norm2, targets.n_images)
+        versa, crsa = compare_gram_rdm(core, cross, fit_set.brain, layer)
         scores = {"crsa": crsa, "versa": versa, "voxel_r": float(np.nanmean(voxel_r))}
         results[key] = scores, float(np.median(alphas[chosen]))
     return results
 
 
-def _loo_voxel_r(shifted: np.ndarray, centred: np.ndarray) -> np.ndarray:
-    """Pearson r of the plain LOO predictions p = shifted - centred / (n - 1) with the
-    responses, from column sums of products of ``shifted`` and ``centred`` (three passes, no
-    (n, v) temporaries). The terms do not cancel: either p is dominated by the fitted part
-    (shifted) or, when that is shrunk away, by -centred / (n - 1); exactly constant LOO
-    predictions would need the two to cancel voxel by voxel."""
+class _Penalty:
+    """One penalty's operator B (DualRidge.common_intercept_operator, float64) and a float32
+    copy with four rows to spare, which the product with a set's responses fills with the
+    sums voxel r needs (cheaper than passes over the (n x v) product afterwards)."""
+
+    def __init__(self, operator: np.ndarray, dtype):
+        n = len(operator)
+        self.operator = operator
+        self.augmented = np.empty((n + 4, n), dtype)
+        self.augmented[:n] = operator
+        self.augmented[n + 3] = operator.sum(axis=0)
+
+    def products(self, centred: np.ndarray, fit_set: CentredSet):
+        """(B D, beta, (sc, ss, s_sum), B D m) for a set's double-centred responses D.
+
+        The LOO predictions centred per voxel only are S = B D + beta 1^T (beta = B mu, mu the
+        image means), and the voxel-centred responses Y = D + mu 1^T. Per voxel: sc = S.Y,
+        ss = S.S, s_sum = 1.S, sums over images, expanded so that the rows mu^T B, beta^T B,
+        1^T B and beta^T, multiplied with D in the same product, give the cross terms. The
+        last item, (B D) m = B (D m), is the predicted patterns' product with the mean pattern
+        m (see :func:`_one_penalty`). The vectors are float32 products, like B D itself.
+        """
+        n = len(self.operator)
+        operator = self.augmented[:n]
+        mu = fit_set.image_means
+        both = operator @ np.stack([mu, fit_set.offset_cross], axis=1).astype(operator.dtype)
+        beta, offset_product = both[:, 0].astype(np.float64), both[:, 1].astype(np.float64)
+        self.augmented[n] = beta
+        self.augmented[n + 1:n + 3] = np.stack([mu, beta]).astype(operator.dtype) @ operator
+        product = self.augmented @ centred
+        predicted = product[:n]
+        sc = (np.einsum("ij,ij->j", predicted, centred).astype(np.float64)
+              + product[n] + product[n + 1] + beta @ mu)
+        ss = (np.einsum("ij,ij->j", predicted, predicted).astype(np.float64)
+              + 2.0 * product[n + 2] + beta @ beta)
+        s_sum = product[n + 3] + beta.sum()
+        return predicted, beta, (sc, ss, s_sum), offset_product
+
+
+def _one_penalty(penalty: _Penalty, centred: np.ndarray, fit_set: CentredSet):
+    """(core, cross, voxel-r sums): the predicted patterns' row-centred Gram is
+    core_ij + cross_i + cross_j (see :func:`_row_centred_gram_parts`)."""
+    predicted, _, sums, offset_product = penalty.products(centred, fit_set)
+    # Rows centred, the mean pattern m is added back: cross_i = (B D m)_i + |m|^2 / 2.
+    cross = offset_product + 0.5 * fit_set.offset_norm2
+    return _upper_gram(predicted), cross, sums
+
+
+def _upper_gram(values: np.ndarray) -> np.ndarray:
+    """values @ values.T with only its upper triangle and diagonal filled (all that
+    :func:`compare_gram_rdm` reads): BLAS syrk, without numpy's copy into the other half."""
+    syrk = scipy.linalg.blas.get_blas_funcs("syrk", (values,))
+    # values.T is Fortran-ordered (no copy); its lower half, read transposed, is the upper.
+    return syrk(1.0, values.T, trans=1, lower=1).T
+
+
+def _penalty_grid(penalties: list[_Penalty], centred: np.ndarray, fit_set: CentredSet):
+    """:func:`_one_penalty` with, per voxel, the penalty of least LOO squared error (as sklearn
+    ``RidgeCV(alpha_per_target=True)`` chooses it), and the index of that penalty per voxel.
+
+    The LOO residual is Y n / (n - 1) - S (``DualRidge.loo_shifted``), so its squared norm
+    comes from the same sums. Columns then mix penalties, whose betas differ, so the chosen
+    predictions are assembled and centred per image explicitly."""
     n = centred.shape[0]
+    scale = n / (n - 1)
+    best = best_sums = best_error = chosen = None
+    for index, penalty in enumerate(penalties):
+        predicted, beta, sums, _ = penalty.products(centred, fit_set)
+        sc, ss, _ = sums
+        error = scale * scale * fit_set.voxel_norm2 - 2.0 * scale * sc + ss
+        if best is None:
+            best = predicted + beta[:, None].astype(predicted.dtype)
+            best_sums, best_error = [part.copy() for part in sums], error
+            chosen = np.zeros(centred.shape[1], dtype=int)
+            continue
+        better = error < best_error
+        best[:, better] = predicted[:, better] + beta[:, None].astype(predicted.dtype)
+        for kept, new in zip(best_sums, sums, strict=True):
+            kept[better] = new[better]
+        best_error[better] = error[better]
+        chosen[better] = index
+    core, cross = _row_centred_gram_parts(best, fit_set.voxel_means)
+    return core, cross, tuple(best_sums), chosen
+
+
+def _voxel_r(sc, ss, s_sum, cc, n: int) -> np.ndarray:
+    """Pearson r of the plain LOO predictions p = S - Y / (n - 1) with the voxel-centred
+    responses Y, from per-voxel sums over images: sc = S.Y, ss = S.S, s_sum = 1.S, cc = Y.Y.
+    The terms do not cancel: either p is dominated by the fitted part (S) or, when that is
+    shrunk away, by -Y / (n - 1); exactly constant LOO predictions would need the two to
+    cancel voxel by voxel."""
     k = 1.0 / (n - 1)
-    cc = np.einsum("ij,ij->j", centred, centred).astype(np.float64)
-    sc = np.einsum("ij,ij->j", shifted, centred).astype(np.float64)
-    ss = np.einsum("ij,ij->j", shifted, shifted).astype(np.float64)
-    s_sum = shifted.sum(axis=0, dtype=np.float64)  # = sum of p: centred sums to zero
     covariance = sc - k * cc
     p_norm2 = ss - 2.0 * k * sc + k * k * cc - s_sum * s_sum / n
     with np.errstate(divide="ignore", invalid="ignore"):

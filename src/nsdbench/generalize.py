@@ -35,6 +35,13 @@ def best_layers(scores: pd.DataFrame) -> pd.DataFrame:
     return train.loc[index, ["subject", "roi", "metric", "layer"]].reset_index(drop=True)
 
 
+def best_layer_names(best: pd.DataFrame, inventory: pd.DataFrame) -> list[str]:
+    """The layers that are best for some subject x ROI x metric, in the inventory's order
+    (what extract_best_layers extracts and generalize scores)."""
+    chosen = set(best["layer"])
+    return [layer for layer in inventory["layer"] if layer in chosen]
+
+
 @dataclass
 class HeldOut:
     """Responses of every subject x ROI to the train images and to the subject's test images.

@@ -204,7 +204,8 @@ def fit_jobs(plan: pd.DataFrame, settings: PlanSettings) -> pd.DataFrame:
     if s.penalties > 1:  # the best residuals so far, beside the current penalty's
         peak = peak + 4.0 * n * s.voxels
     brain_read_s = 4.0 * n * s.voxels * 1e-9  # the brain stores: n x V float32 at ~1 GB/s
-    wall = c.startup_s + brain_read_s + np.add.reduceat(seconds, starts)
+    wall = (cost.job_overhead_seconds(n, s.voxels, c) + brain_read_s
+            + np.add.reduceat(seconds, starts))
     return _job_rows(plan, starts, "fit", s, wall, peak, 0.0, cpus=1, gpu=0,
                      block=blocks[starts], group=plan["group"].to_numpy()[starts],
                      layers=np.diff(np.append(starts, len(plan))), widest=widest)
@@ -237,44 +238,65 @@ def extract_jobs(plan: pd.DataFrame, settings: PlanSettings) -> pd.DataFrame:
                      features=features, widest=widest)
 
 
+def _best_layer_widths(plan: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(first row of each model, the GENERALIZE_LAYERS widest layer widths of each model):
+    generalization is planned for those, as the best layers are known only once the fits
+    have run."""
+    widths = plan["n_features"].to_numpy(dtype=np.float64)
+    starts = _runs(_model_keys(plan))
+    best = [np.sort(model_widths)[::-1][:GENERALIZE_LAYERS]
+            for model_widths in np.split(widths, starts[1:])]
+    return starts, best
+
+
+def best_layer_extraction_jobs(plan: pd.DataFrame, settings: PlanSettings) -> pd.DataFrame:
+    """The extract_best_layers job of each model: its best layers for the train images and
+    every subject's test images (a forward pass over the whole model, GPU)."""
+    s = settings
+    total = _images(plan) + s.n_test * s.subjects
+    starts, best = _best_layer_widths(plan)
+    model_widths = np.add.reduceat(plan["n_features"].to_numpy(dtype=np.float64), starts)
+    walls = [cost.extraction_seconds(layers.sum(), everything, total, gpu=s.gpu,
+                                     threads=s.extract_threads,
+                                     bytes_per_feature=s.bytes_per_feature,
+                                     calibration=s.extraction)
+             for layers, everything in zip(best, model_widths, strict=True)]
+    peaks = [cost.extraction_peak_bytes(layers.sum(), layers.max(), s.batch_size, gpu=s.gpu,
+                                        bytes_per_feature=s.bytes_per_feature,
+                                        calibration=s.extraction) for layers in best]
+    disks = [layers.sum() * total * s.bytes_per_feature for layers in best]
+    return _job_rows(plan, starts, "extract_best_layers", s, walls, peaks, disks,
+                     cpus=s.extract_threads, gpu=int(s.gpu),
+                     layers=[len(layers) for layers in best],
+                     features=[layers.sum() for layers in best])
+
+
 def generalize_jobs(plan: pd.DataFrame, settings: PlanSettings) -> pd.DataFrame:
-    """The generalization job of each model in the plan(s): planned for its GENERALIZE_LAYERS
-    widest layers (the best layers are known only once the fits have run), extracted for the
-    train images and every subject's test images, each fitted against every voxel."""
+    """The generalize job of each model (CPU, one thread): its best layers, read from
+    extract_best_layers' store of train and test images, each fitted against every voxel."""
     s, c = settings, settings.calibration
     n = _images(plan)
     total = n + s.n_test * s.subjects
     tested = total - n
-    widths = plan["n_features"].to_numpy(dtype=np.float64)
-    starts = _runs(_model_keys(plan))
-    walls, peaks, disks, features = [], [], [], []
-    for model_widths in np.split(widths, starts[1:]):
-        best = np.sort(model_widths)[::-1][:GENERALIZE_LAYERS]
-        extraction = cost.extraction_seconds(
-            best.sum(), model_widths.sum(), total, gpu=s.gpu, threads=s.extract_threads,
-            bytes_per_feature=s.bytes_per_feature, calibration=s.extraction)
+    starts, best = _best_layer_widths(plan)
+    walls, peaks = [], []
+    for layers in best:
         # Each layer: the train fit as in the main pass, plus the Gram and stream over the
         # test rows and the test predictions (test x train times train x voxels).
-        projected = np.minimum(best, s.srp_dim) if s.srp_dim else best
-        fits = float(cost.layer_core_seconds(n, best, s.voxels, s.srp_dim, c,
+        projected = np.minimum(layers, s.srp_dim) if s.srp_dim else layers
+        fits = float(cost.layer_core_seconds(n, layers, s.voxels, s.srp_dim, c,
                                              s.bytes_per_feature, s.sets).sum())
         fits += float((c.gram_s_per_flop * (float(total) ** 2 - float(n) ** 2)
-                       * (best + projected)
-                       + c.stream_s_per_byte * tested * best * s.bytes_per_feature).sum())
-        fits += len(best) * c.voxel_s_per_n2v * tested * n * s.voxels
+                       * (layers + projected)
+                       + c.stream_s_per_byte * tested * layers * s.bytes_per_feature).sum())
+        fits += len(layers) * c.voxel_s_per_n2v * tested * n * s.voxels
+        walls.append(c.startup_s + fits)
         responses = 4.0 * (n * c.response_copies + s.n_test) * s.voxels
-        peaks.append(cost.extraction_peak_bytes(best.sum(), best.max(), s.batch_size,
-                                                gpu=s.gpu,
-                                                bytes_per_feature=s.bytes_per_feature,
-                                                calibration=s.extraction)
-                     + responses + cost.fixed_matrix_bytes(total, s.srp_dim or 0))
-        walls.append(extraction + fits)
-        disks.append(best.sum() * total * s.bytes_per_feature)
-        features.append(best.sum())
-    return _job_rows(plan, starts, "generalize", s, walls, peaks, disks,
-                     cpus=s.extract_threads, gpu=int(s.gpu),
-                     layers=np.minimum(np.diff(np.append(starts, len(plan))), GENERALIZE_LAYERS),
-                     features=features)
+        peaks.append(c.base_bytes + responses
+                     + cost.fixed_matrix_bytes(total, s.srp_dim or 0))
+    return _job_rows(plan, starts, "generalize", s, walls, peaks, 0.0, cpus=1, gpu=0,
+                     layers=[len(layers) for layers in best],
+                     features=[layers.sum() for layers in best])
 
 
 # ------------------------------------------------------------------ the workflow's jobs, summed
@@ -322,13 +344,15 @@ def workflow_report(rules: list[dict], plans: dict[str, pd.DataFrame], settings:
                     measured: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """Per rule: jobs, Slurm submissions, largest requests, estimated core- and GPU-hours,
     and regression fits; a final TOTAL row. Also returns the per-job tables of the rules with
-    a cost model (fit, extract, generalize).
+    a cost model (fit, extract, extract_best_layers, generalize).
 
     ``rules``: [{"rule", "wildcards", "local"}] for every rule of a full run. ``measured``:
     {rule: read_benchmarks table}; rules without a cost model then estimate from the mean
     measured time, the others are recalibrated through ``settings.factors``."""
     measured = measured or {}
-    modelled = {"fit": fit_jobs, "extract": extract_jobs, "generalize": generalize_jobs}
+    modelled = {"fit": fit_jobs, "extract": extract_jobs,
+                "extract_best_layers": best_layer_extraction_jobs,
+                "generalize": generalize_jobs}
     together = pd.concat([plan if "model" in plan else plan.assign(model=model)
                           for model, plan in plans.items()], ignore_index=True)
     tables = {name: make(together, settings) for name, make in modelled.items()}
@@ -430,11 +454,12 @@ def settings_from_config(config: dict, n_images: int, voxels: int,
 
 # Where each rule's benchmark files live under logs/benchmarks (the rules' `benchmark:`), and
 # how a job of a modelled rule is named there.
-BENCHMARK_FOLDERS = {"fit": "fit", "extract": "extract", "generalize": "generalize",
+BENCHMARK_FOLDERS = {"fit": "fit", "extract": "extract",
+                     "extract_best_layers": "extract_best_layers", "generalize": "generalize",
                      "brain_responses": "brain", "layer_inventory": "layers",
                      "ceilings": "ceilings", "demo_nsd": "demo_nsd"}
 BENCHMARK_JOBS = {"fit": "{model}/block-{block}", "extract": "{model}/group-{group}",
-                  "generalize": "{model}"}
+                  "extract_best_layers": "{model}", "generalize": "{model}"}
 
 
 def slurm_arrays(profile: dict | None) -> tuple[tuple[str, ...], int]:
@@ -461,6 +486,7 @@ def full_run_report(inventories: dict[str, pd.DataFrame], config: dict, rules: l
                     for rule, folder in BENCHMARK_FOLDERS.items()}
     factors = {}
     for rule, make in (("fit", fit_jobs), ("extract", extract_jobs),
+                       ("extract_best_layers", best_layer_extraction_jobs),
                        ("generalize", generalize_jobs)):
         times = measured.get(rule)
         if times is None or times.empty:
@@ -501,4 +527,16 @@ def report_summary(report: pd.DataFrame, *, voxels: int, voxel_basis: str, layer
         f"largest memory request: {largest['max_mem_mb'] / 1e3:,.1f} GB ({largest['rule']})",
         f"regression fits: {int(total['fits']):,} (one per voxel x layer x penalty; every "
         f"model's layers), {total['fits'] / PAPER_FITS:.2f} x the paper's 5.17 billion",
+        fit_stage_line(report),
     ])
+
+
+def fit_stage_line(report: pd.DataFrame) -> str:
+    """The fit stage's core-hours, and scaled to the paper's 5.17e9 fits (the paper's
+    workload, which took it about 32,000 core-hours: 2 weeks on 96 CPUs)."""
+    fit = report[report["rule"] == "fit"]
+    if fit.empty or not fit["fits"].sum():
+        return "fit stage: no fit jobs"
+    hours, fits = float(fit["core_hours"].sum()), float(fit["fits"].sum())
+    return (f"fit stage (CPU): {hours:,.1f} core-hours; {hours * PAPER_FITS / fits:,.1f} "
+            "core-hours per 5.17 billion fits, the paper's workload (it took ~32,000)")

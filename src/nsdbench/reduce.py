@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 
+from nsdbench.float16 import to_float32
 from nsdbench.rsa import rdm_from_centred_gram
 
 # Width of one SRP sub-matrix. Fixed, so the projection does not depend on the read block size.
@@ -86,17 +87,22 @@ def srp_submatrix(
 def _transposed_float32(block: np.ndarray) -> np.ndarray:
     """(width x n) float32 copy of an (n x width) block, features as rows.
 
-    The SRP product below wants each feature's values over images contiguous. A plain
-    transposed copy runs at ~10 ns per value; copying 256 images at a time keeps the source
-    rows in cache and is ~1.5x faster, cast from float16 included."""
+    The SRP product below wants each feature's values over images contiguous. A band of
+    images at a time is converted (:func:`nsdbench.float16.to_float32`, 2.5x faster than
+    numpy's cast) into a small buffer, then copied out in square tiles, which keeps source and
+    destination in cache (a plain transposed copy runs at ~8 ns per value, tiles at ~2)."""
     n_images, width = block.shape
     transposed = np.empty((width, n_images), dtype=np.float32)
-    for start in range(0, n_images, _TRANSPOSE_ROWS):
-        transposed[:, start:start + _TRANSPOSE_ROWS] = block[start:start + _TRANSPOSE_ROWS].T
+    band = np.empty((min(_TILE, n_images), width), dtype=np.float32)
+    for start in range(0, n_images, _TILE):
+        images = slice(start, min(start + _TILE, n_images))
+        values = to_float32(block[images], out=band[:images.stop - start])
+        for column in range(0, width, _TILE):
+            transposed[column:column + _TILE, images] = values[:, column:column + _TILE].T
     return transposed
 
 
-_TRANSPOSE_ROWS = 256
+_TILE = 128  # measured fastest of 64-512 at n=1000
 
 
 def _project_transposed(transposed: np.ndarray, seed, first_column: int, n_features: int,
@@ -231,6 +237,8 @@ def _feature_rows(block: np.ndarray, dtype, float32_copy: bool) -> np.ndarray:
         return rows if dtype == np.float32 else rows.astype(dtype)
     if block.dtype == dtype and block.flags.c_contiguous and block.flags.owndata:
         return block.T  # a fresh read (e.g. from zarr), nobody else's data
+    if dtype == np.float32:
+        return to_float32(block).T
     return np.array(block, dtype=dtype, order="C").T
 
 

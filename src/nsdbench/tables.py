@@ -10,14 +10,13 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
-import os
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nsdbench import __version__
+from nsdbench.atomic import replaced_when_done
 
 SCORE_COLUMNS = [
     "model", "source", "architecture", "task", "task_category", "input_diet", "trained",
@@ -59,16 +58,13 @@ def provenance(config: dict) -> dict[str, str]:
 
 def write_table(table: pd.DataFrame, path, config: dict) -> None:
     """Write ``table`` to ``path`` with provenance metadata, via a temporary name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrow = pa.Table.from_pandas(table, preserve_index=False)
     metadata = dict(arrow.schema.metadata or {})
     metadata.update({f"nsdbench.{key}".encode(): value.encode()
                      for key, value in provenance(config).items()})
     arrow = arrow.replace_schema_metadata(metadata)
-    partial = path.with_name(path.name + ".partial")
-    pq.write_table(arrow, partial)
-    os.replace(partial, path)
+    with replaced_when_done(path) as partial:
+        pq.write_table(arrow, partial)
 
 
 def read_provenance(path) -> dict[str, str]:

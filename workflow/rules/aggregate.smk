@@ -141,6 +141,8 @@ rule figure_best_scores:
         png=report("results/figures/best_scores.png", caption="../report/best_scores.rst",
                    category="Figures"),
         svg="results/figures/best_scores.svg",
+    params:
+        rois=config["rois"],  # the panel order; a changed ROI list redraws the figure
     log:
         "logs/figures/best_scores.log",
     localrule: True

@@ -184,6 +184,7 @@ def recalibration_factors():
 
 
 JOB_TABLES = {"fit": (planning.fit_jobs, "block"), "extract": (planning.extract_jobs, "group"),
+              "extract_best_layers": (planning.best_layer_extraction_jobs, None),
               "generalize": (planning.generalize_jobs, None)}
 
 
@@ -206,7 +207,7 @@ def _job_requests(rule, path, modified, voxels):
 
 
 def job_request(rule, wildcards):
-    """The first-attempt Request of one job of `rule` (fit, extract or generalize); None
+    """The first-attempt Request of one job of `rule` (in JOB_TABLES); None
     before the model's inventory exists. (A job's resources are read once per job: this
     checks the file rather than the checkpoint, which costs ~1 ms a call on the survey's
     75,000 jobs. An inventory that is to be redone changes its mtime, so its new plan is
@@ -220,7 +221,7 @@ def job_request(rule, wildcards):
 
 
 def requested(rule, resource):
-    """A resource callable (fit, extract, generalize): this job's request from the cost
+    """A resource callable for the rules in JOB_TABLES. This job's request from the cost
     model, scaled by the attempt."""
     def value(wildcards, attempt):
         request = job_request(rule, wildcards)

@@ -9,5 +9,5 @@ from nsdbench.joblog import setup_job_logging
 snakemake = snakemake  # noqa: F821 - injected by Snakemake
 log = setup_job_logging(snakemake.log[0])
 scores = pd.read_parquet(snakemake.input[0])
-rois = [roi["name"] for roi in snakemake.config["rois"]]
+rois = [roi["name"] for roi in snakemake.params.rois]
 plot_best_scores(scores, [snakemake.output.png, snakemake.output.svg], rois)

@@ -7,7 +7,7 @@ from threadpoolctl import threadpool_limits
 
 from nsdbench.brain import read_stimuli_store
 from nsdbench.features import open_layer
-from nsdbench.fit import BrainTargets, score_layer
+from nsdbench.fit import BrainTargets, CentredTargets, score_layer
 from nsdbench.joblog import setup_job_logging
 from nsdbench.reduce import srp_dimension
 from nsdbench.tables import score_rows, write_table
@@ -18,7 +18,8 @@ params = snakemake.params
 entry, ridge = params.model, params.ridge
 inventory = pd.read_parquet(snakemake.input.inventory).set_index("layer", drop=False)
 train_ids = read_stimuli_store(snakemake.input.stimuli).nsd_ids
-targets = BrainTargets.load(snakemake.input.brain, train_ids)
+# Centred once for all the job's layers, in place: no second copy of the responses.
+targets = CentredTargets(BrainTargets.load(snakemake.input.brain, train_ids), in_place=True)
 srp_dim = srp_dimension(ridge, len(train_ids))
 tables = []
 # BLAS uses the job's cores only, so parallel jobs do not oversubscribe the machine.
