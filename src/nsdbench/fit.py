@@ -268,16 +268,19 @@ def set_scores(ridge: DualRidge, layer_rdm: np.ndarray, targets: CentredTargets,
     and the per-voxel choice of least LOO squared error.
     """
     alphas = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
-    penalties = [_Penalty(ridge.common_intercept_operator(alpha), dtype) for alpha in alphas]
+    if len(alphas) == 1:
+        penalty = _Penalty(ridge.common_intercept_operator(alphas[0]), dtype)
+    else:
+        operators = ridge.operators(alphas, dtype)
     layer = PreparedRdm(layer_rdm)
     results = {}
     for key, fit_set in targets.sets.items():
         centred = targets.responses[:, fit_set.columns]
-        if len(penalties) == 1:
-            core, cross, sums = _one_penalty(penalties[0], centred, fit_set)
+        if len(alphas) == 1:
+            core, cross, sums = _one_penalty(penalty, centred, fit_set)
             chosen = np.zeros(centred.shape[1], dtype=int)
         else:
-            core, cross, sums, chosen = _penalty_grid(penalties, centred, fit_set)
+            core, cross, sums, chosen = _penalty_grid(ridge, operators, centred, fit_set)
         voxel_r = _voxel_r(*sums, fit_set.voxel_norm2, targets.n_images)
         versa, crsa = compare_gram_rdm(core, cross, fit_set.brain, layer)
         scores = {"crsa": crsa, "versa": versa, "voxel_r": float(np.nanmean(voxel_r))}
@@ -298,7 +301,7 @@ class _Penalty:
         self.augmented[n + 3] = operator.sum(axis=0)
 
     def products(self, centred: np.ndarray, fit_set: CentredSet):
-        """(B D, beta, (sc, ss, s_sum), B D m) for a set's double-centred responses D.
+        """(B D, (sc, ss, s_sum), B D m) for a set's double-centred responses D.
 
         The LOO predictions centred per voxel only are S = B D + beta 1^T (beta = B mu, mu the
         image means), and the voxel-centred responses Y = D + mu 1^T. Per voxel: sc = S.Y,
@@ -321,13 +324,13 @@ class _Penalty:
         ss = (np.einsum("ij,ij->j", predicted, predicted).astype(np.float64)
               + 2.0 * product[n + 2] + beta @ beta)
         s_sum = product[n + 3] + beta.sum()
-        return predicted, beta, (sc, ss, s_sum), offset_product
+        return predicted, (sc, ss, s_sum), offset_product
 
 
 def _one_penalty(penalty: _Penalty, centred: np.ndarray, fit_set: CentredSet):
     """(core, cross, voxel-r sums): the predicted patterns' row-centred Gram is
     core_ij + cross_i + cross_j (see :func:`_row_centred_gram_parts`)."""
-    predicted, _, sums, offset_product = penalty.products(centred, fit_set)
+    predicted, sums, offset_product = penalty.products(centred, fit_set)
     # Rows centred, the mean pattern m is added back: cross_i = (B D m)_i + |m|^2 / 2.
     cross = offset_product + 0.5 * fit_set.offset_norm2
     return _upper_gram(predicted), cross, sums
@@ -341,33 +344,19 @@ def _upper_gram(values: np.ndarray) -> np.ndarray:
     return syrk(1.0, values.T, trans=1, lower=1).T
 
 
-def _penalty_grid(penalties: list[_Penalty], centred: np.ndarray, fit_set: CentredSet):
-    """:func:`_one_penalty` with, per voxel, the penalty of least LOO squared error (as sklearn
-    ``RidgeCV(alpha_per_target=True)`` chooses it), and the index of that penalty per voxel.
-
-    The LOO residual is Y n / (n - 1) - S (``DualRidge.loo_shifted``), so its squared norm
-    comes from the same sums. Columns then mix penalties, whose betas differ, so the chosen
-    predictions are assembled and centred per image explicitly."""
-    n = centred.shape[0]
-    scale = n / (n - 1)
-    best = best_sums = best_error = chosen = None
-    for index, penalty in enumerate(penalties):
-        predicted, beta, sums, _ = penalty.products(centred, fit_set)
-        sc, ss, _ = sums
-        error = scale * scale * fit_set.voxel_norm2 - 2.0 * scale * sc + ss
-        if best is None:
-            best = predicted + beta[:, None].astype(predicted.dtype)
-            best_sums, best_error = [part.copy() for part in sums], error
-            chosen = np.zeros(centred.shape[1], dtype=int)
-            continue
-        better = error < best_error
-        best[:, better] = predicted[:, better] + beta[:, None].astype(predicted.dtype)
-        for kept, new in zip(best_sums, sums, strict=True):
-            kept[better] = new[better]
-        best_error[better] = error[better]
-        chosen[better] = index
-    core, cross = _row_centred_gram_parts(best, fit_set.voxel_means)
-    return core, cross, tuple(best_sums), chosen
+def _penalty_grid(ridge: DualRidge, operators: list[np.ndarray], centred: np.ndarray,
+                  fit_set: CentredSet):
+    """:func:`_one_penalty` with, per voxel, the penalty of least LOO squared error, and the
+    index of that penalty per voxel: ``DualRidge.loo_shifted``'s choice, the one
+    generalization makes too (``loo_alphas``). Columns then mix penalties, so the chosen
+    predictions are centred per image explicitly."""
+    voxel_centred = centred + fit_set.image_means.astype(centred.dtype)[:, None]  # D + mu 1^T
+    shifted, chosen = ridge.loo_shifted(voxel_centred, operators)
+    sums = (np.einsum("ij,ij->j", shifted, voxel_centred).astype(np.float64),
+            np.einsum("ij,ij->j", shifted, shifted).astype(np.float64),
+            shifted.sum(axis=0, dtype=np.float64))
+    core, cross = _row_centred_gram_parts(shifted, fit_set.voxel_means)
+    return core, cross, sums, chosen
 
 
 def _voxel_r(sc, ss, s_sum, cc, n: int) -> np.ndarray:
